@@ -1,0 +1,47 @@
+# Two entry points matter (README.md): `make run` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FIXTURES := build/fixtures
+APT_PACKAGES := busybox-static runc crun libseccomp2 iproute2 util-linux
+
+.PHONY: run test test-slow bench setup apt venv fixtures clean
+
+run: setup
+	$(VENV)/bin/dockyard-runc --root build/run-state run --bundle $(FIXTURES)/busybox/bundle dockyard-hello-$$$$
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) bench/runtime.py
+
+setup: apt venv fixtures
+
+# apt only when something is missing, so `make test` stays quick on a prepared machine.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+fixtures: $(FIXTURES)/.built
+
+$(FIXTURES)/.built: tests/fixtures/busybox.py $(VENV)/.installed
+	$(PY) tests/fixtures/busybox.py $(FIXTURES)
+	touch $@
+
+clean:
+	rm -rf build

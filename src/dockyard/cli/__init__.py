@@ -1,0 +1,9 @@
+"""The dockyard client (docker-compatible verbs); arrives with the engine issue."""
+
+import sys
+
+
+def main() -> int:
+    # The console script exists so installs are stable across issues; the program is not built yet.
+    print("dockyard: not implemented in this release", file=sys.stderr)
+    return 2

@@ -1,0 +1,26 @@
+"""The one error hierarchy. Each layer maps these to its own surface in one place:
+HTTP statuses (engine), gRPC codes (containerd), exit codes (CLIs)."""
+
+
+class DockyardError(Exception):
+    """Base of every error we raise on purpose; its message is one line for the user."""
+
+
+class NotFound(DockyardError):
+    pass
+
+
+class Conflict(DockyardError):
+    """The object exists already, or is in a state that forbids the operation."""
+
+
+class InvalidArgument(DockyardError):
+    pass
+
+
+class Unsupported(DockyardError):
+    """Valid request for a feature this build or machine cannot provide."""
+
+
+class SystemFailure(DockyardError):
+    """The kernel or a helper process refused; carries the underlying reason."""

@@ -1,0 +1,1 @@
+"""One module per dockyard-runc verb (configure(parser), run(args))."""
