@@ -105,12 +105,16 @@ def test_create_set_apply_stats(v1, children):
     assert int(read(p["memory"], "memory.limit_in_bytes")) > 1 << 60
     assert read(p["pids"], "pids.max") == "max"
 
-    child = children.start(TICKER, stdout=subprocess.PIPE)
+    # v1 charges a process's memory where it was when it touched it: work only once inside.
+    child = children.start("import sys\nsys.stdin.readline()\nb = b'x' * (8 << 20)\nsum(range(10**6))\nprint('ready', flush=True)\nsys.stdin.readline()",
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     v1.apply(child.pid)
     for directory in set(p.values()):
         assert str(child.pid) in read(directory, "cgroup.procs").split()
     assert v1.pids() == [child.pid]
-    child.stdout.readline()  # it runs inside the cgroup, and so is charged there
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == "ready\n"
 
     stats = v1.stats()
     assert stats["pids"] == {"current": 1, "limit": 0}

@@ -82,8 +82,8 @@ class V2Manager(BaseManager):
             ("blkio", "io.stat", io),
             ("hugetlb", "cgroup.controllers", hugetlb),
         ):
-            if self._cg().has(filename):
-                out[key] = module.stats(self._cg(key))
+            if self._cg().has(filename) and (values := module.stats(self._cg(key))):
+                out[key] = values
         return out
 
     def freeze(self) -> None:
