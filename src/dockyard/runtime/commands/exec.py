@@ -30,7 +30,7 @@ def configure(p):
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("--ignore-paused", action="store_true")
     p.add_argument("container_id")
-    p.add_argument("command", nargs="...")
+    p.add_argument("process_args", nargs="...", metavar="command")
 
 
 def build_process(args, base: dict) -> dict:
@@ -44,10 +44,10 @@ def build_process(args, base: dict) -> dict:
         if not isinstance(process, dict) or not process.get("args"):
             raise InvalidArgument(f"process {args.process}: args must not be empty")
         return process
-    if not args.command:
+    if not args.process_args:
         raise InvalidArgument("exec: a command is required")
     process = {k: v for k, v in base.items() if k not in ("args", "terminal", "consoleSize")}
-    process["args"] = list(args.command)
+    process["args"] = list(args.process_args)
     process["terminal"] = args.tty
     process["env"] = list(base.get("env") or []) + args.env
     if args.cwd:

@@ -1,0 +1,23 @@
+"""Shared fixtures: the busybox fixtures every layer's tests build on."""
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from tests.fixtures import busybox  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory) -> str:
+    """A pristine busybox rootfs; copy it (see `bundle`) before letting a container write."""
+    built = os.path.join(REPO, "build", "fixtures", "busybox", "rootfs")
+    if os.path.isfile(os.path.join(built, "bin", "busybox")):
+        return built
+    dest = str(tmp_path_factory.mktemp("busybox") / "rootfs")
+    busybox.build_rootfs(dest)
+    return dest
