@@ -44,13 +44,14 @@ def container_init(launch, sock: socket.socket) -> None:
                        before_pivot=before_pivot)
         if process.get("terminal"):
             terminal.setup(launch.console, process.get("consoleSize"), mount_console=True)
-        rootfs.finalize(config)
         if "hostname" in config:
             socket.sethostname(config["hostname"])
         if config.get("domainname"):
             _set_domainname(config["domainname"])
+        # Before finalize: /proc/sys is one of the read-only paths.
         for key, value in (linux.get("sysctl") or {}).items():
             _write_sysctl(key, value)
+        rootfs.finalize(config)
         if linux.get("personality"):
             p = linux["personality"]
             prctl.personality(p["domain"], p.get("flags"))

@@ -59,7 +59,8 @@ def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=
         cgroup.create()
         cgroup.set(resources)
         container.record["cgroup"] = cgroup.state()
-        os.mkfifo(container.fifo_path, 0o622)
+        os.mkfifo(container.fifo_path)
+        os.chmod(container.fifo_path, 0o622)  # any container user may open it to write
         # An O_PATH handle: init reopens it through /proc/self/fd, so the state dir itself is
         # never reachable from inside the container.
         fifo_fd = os.open(container.fifo_path, os.O_PATH | os.O_CLOEXEC)

@@ -12,6 +12,10 @@ import termios
 
 from dockyard.linux import mount as mnt
 
+# <asm-generic/ioctls.h>; Python's termios lacks them.
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+
 
 def connect_console_socket(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -44,8 +48,8 @@ def setup(console_sock: socket.socket, size: dict | None, *, mount_console: bool
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         # unlockpt/ptsname via the ioctls, so no libc pty helper looks at host paths.
-        fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))
-        n = struct.unpack("i", fcntl.ioctl(master, termios.TIOCGPTN, struct.pack("i", 0)))[0]
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        n = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, struct.pack("i", 0)))[0]
         name = f"/dev/pts/{n}"
         slave = os.open(name, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         if size:
