@@ -38,34 +38,55 @@ def open_in_root(root_fd: int, path: str, flags: int = O_PATH, mode: int = 0) ->
 
 def make_in_root(root_fd: int, path: str, *, directory: bool, mode: int = 0o755) -> int:
     """Create `path` inside the root (parents as directories, the leaf as a directory or an
-    empty file) unless it exists, and return an O_PATH fd on it; symlinks on the way are
-    followed as if `root_fd` were "/", so nothing is ever created outside it."""
+    empty file) unless it exists, and return an O_PATH fd on it. Symlinks on the way are
+    followed as if `root_fd` were "/" — a dangling one gets its target created, inside the
+    root — so nothing is ever created outside it."""
+    return _make(root_fd, path, directory, mode, links=40)
+
+
+def _make(root_fd: int, path: str, directory: bool, mode: int, links: int) -> int:
     parts = [p for p in path.split("/") if p not in ("", ".")]
-    fd = os.dup(root_fd)
-    try:
-        for i, name in enumerate(parts):
-            leaf = i == len(parts) - 1
-            sub = "/".join(parts[: i + 1])
+    for i, name in enumerate(parts):
+        leaf = i == len(parts) - 1
+        sub = "/" + "/".join(parts[: i + 1])
+        try:
+            fd = open_in_root(root_fd, sub)
+        except FileNotFoundError:
+            parent = open_in_root(root_fd, "/" + "/".join(parts[:i]))
             try:
-                nfd = open_in_root(root_fd, sub)
-            except FileNotFoundError:
-                if leaf and not directory:
+                target = _dangling_link(parent, name)
+                if target is not None:
+                    if links == 0:
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), sub) from None
+                    base = target if target.startswith("/") else "/" + "/".join(parts[:i]) + "/" + target
+                    os.close(_make(root_fd, base, directory or not leaf, mode, links - 1))
+                elif leaf and not directory:
                     os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                     0o644, dir_fd=fd))
+                                     0o644, dir_fd=parent))
                 else:
                     try:
-                        os.mkdir(name, mode, dir_fd=fd)
+                        os.mkdir(name, mode, dir_fd=parent)
                     except FileExistsError:
                         pass
-                nfd = open_in_root(root_fd, sub)
-            os.close(fd)
-            fd = nfd
-            if not leaf and not stat.S_ISDIR(os.fstat(fd).st_mode):
-                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), sub)
-        return fd
-    except BaseException:
+            finally:
+                os.close(parent)
+            fd = open_in_root(root_fd, sub)
+        if leaf:
+            return fd
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
         os.close(fd)
-        raise
+        if not is_dir:
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), sub)
+    return os.dup(root_fd)
+
+
+def _dangling_link(dir_fd: int, name: str) -> str | None:
+    try:
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+            return os.readlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    return None
 
 
 def fd_path(fd: int) -> str:
