@@ -34,7 +34,8 @@ class Runtime:
 
     def __call__(self, *args, input=None, timeout=60, **kw) -> subprocess.CompletedProcess:
         # Files, not pipes: a detached container inherits our stdio and keeps pipes open.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        with tempfile.TemporaryFile("w+", errors="replace") as out, \
+                tempfile.TemporaryFile("w+", errors="replace") as err:
             r = subprocess.run([self.path, "--root", self.root, *args], input=input, timeout=timeout,
                                stdout=out, stderr=err, text=True, **kw)
             out.seek(0)
