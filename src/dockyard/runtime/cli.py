@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
     except KeyboardInterrupt:
         log.error("interrupted")
+    except Exception as e:  # a bug of ours: still one line, the traceback with --debug
+        if args.debug:
+            import traceback
+            log.debug(traceback.format_exc())
+        log.error(f"internal error: {type(e).__name__}: {e}")
     return 1
 
 

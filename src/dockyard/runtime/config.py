@@ -27,6 +27,8 @@ def load(bundle: str) -> dict:
 
 
 def rootfs_path(bundle: str, config: dict) -> str:
+    if not config.get("root"):
+        raise InvalidArgument("config.json: root is required: there is no root filesystem")
     path = config["root"]["path"]
     if not os.path.isabs(path):
         path = os.path.join(bundle, path)
