@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FIXTURES := build/fixtures
 APT_PACKAGES := busybox-static runc crun libseccomp2 iproute2 util-linux
 
-.PHONY: run test test-slow bench setup apt venv fixtures clean
+.PHONY: run test test-slow bench setup apt venv bytecode fixtures clean
 
 run: setup
 	$(VENV)/bin/dockyard-runc --root build/run-state run --bundle $(FIXTURES)/busybox/bundle dockyard-hello-$$$$
@@ -19,7 +19,7 @@ test-slow: setup
 bench: setup
 	$(PY) bench/runtime.py
 
-setup: apt venv fixtures
+setup: apt venv bytecode fixtures
 
 # apt only when something is missing, so `make test` stays quick on a prepared machine.
 apt:
@@ -36,6 +36,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# Every runtime command is a fresh interpreter: ship bytecode (the environment may forbid
+# Python from writing it on its own).
+bytecode: venv
+	$(PY) -m compileall -q src
 
 fixtures: $(FIXTURES)/.built
 
