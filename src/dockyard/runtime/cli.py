@@ -30,7 +30,25 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Global options that take a value, so the command name can be found without parsing.
+_VALUED_GLOBALS = {"--root", "--log", "--log-format", "--rootless", "--criu"}
+
+
+def command_name(argv: list[str]) -> str | None:
+    """The verb in argv, found without importing any command module (each call of the runtime
+    is a fresh interpreter: only the one verb in use should be loaded)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUED_GLOBALS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dockyard-runc", description="a runc-compatible OCI runtime")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="root directory for storage of container state")
     parser.add_argument("--log", default=None, help="set the log file to write logs to")
@@ -43,14 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--version", action="store_true")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"dockyard.runtime.commands.{name}")
-        module.configure(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == only:
+            importlib.import_module(f"dockyard.runtime.commands.{name}").configure(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(command_name(argv))
     args = parser.parse_args(argv)
     if args.version:
         from dockyard import __version__

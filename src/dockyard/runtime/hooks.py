@@ -9,12 +9,23 @@ import json
 import os
 import select
 import signal
-import subprocess
 import time
 
 from ..errors import DockyardError, InvalidArgument, SystemFailure
 
 _TAIL = 4096  # bytes of hook output kept for the error message
+
+subprocess = None  # imported by preload(): most containers have no hooks
+
+
+def preload() -> None:
+    """Import what running a hook needs. The runtime calls this before it forks the container's
+    init, which runs createContainer/startContainer hooks after pivot_root, where importing
+    is impossible (and would be unsafe)."""
+    global subprocess
+    if subprocess is None:
+        import subprocess as module
+        subprocess = module
 
 
 def run_hooks(kind: str, hooks: list[dict] | None, state: dict, *,
@@ -22,6 +33,8 @@ def run_hooks(kind: str, hooks: list[dict] | None, state: dict, *,
     """Run `hooks` in order. A failure raises, unless warn_only (poststop, and poststart if the
     caller wants the spec's wording): then it becomes a warning, the rest still run, and the
     warnings are returned for the caller to log."""
+    if hooks:
+        preload()
     payload = json.dumps(state).encode()
     warnings = []
     for index, hook in enumerate(hooks or []):
@@ -85,7 +98,7 @@ def _run(kind: str, index: int, hook: dict, payload: bytes) -> None:
         raise SystemFailure(f"{label} failed: {reason}" + (f": {tail}" if tail else ""))
 
 
-def _converse(proc: subprocess.Popen, stdin_w: int, output: dict[int, bytes],
+def _converse(proc, stdin_w: int, output: dict[int, bytes],
               payload: bytes, timeout: int | None) -> dict[int, bytes] | None:
     """Write payload, read output, until the hook exits; None on timeout. Ends at the hook's
     exit even when a child it left behind still holds the pipes. Closes the fds it is given."""

@@ -11,7 +11,6 @@ code from the container's filesystem as host root is exactly what must never hap
 import os
 import socket
 import sys
-import traceback
 
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.linux import capabilities, prctl, user
@@ -78,6 +77,18 @@ def exec_process(launch, sock: socket.socket) -> None:
     except BaseException as e:
         _report(sock, e)
     os._exit(status)
+
+
+def forbid_imports() -> None:
+    """From here on the filesystem is the container's: a lazy import would either fail or,
+    worse, run Python code planted in the image as root with all capabilities (the
+    CVE-2019-14271 class). Drop the path-based importers so any import fails loudly; the
+    modules we need are all loaded already."""
+    sys.path[:] = []
+    sys.path_importer_cache.clear()
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if getattr(f, "__name__", "") in ("BuiltinImporter", "FrozenImporter")]
+    sys.path_hooks[:] = []
 
 
 def _finish(launch, sock: socket.socket) -> None:
@@ -161,8 +172,6 @@ def _report(sock: socket.socket, e: BaseException) -> None:
         message = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
     else:
         message = f"{type(e).__name__}: {e}"
-    if os.environ.get("DOCKYARD_RUNC_TRACEBACK"):
-        message += "\n" + "".join(traceback.format_exception(e))
     try:
         sync.send(sock, "error", message=message)
     except OSError:

@@ -10,7 +10,6 @@ puts stage 1 in the cgroup before it unshares anything, writes the user-ns maps,
 rlimits and oom_score_adj to stage 2, and runs the runtime-namespace hooks when stage 2 says
 its mounts are ready. Every step is acknowledged over one socketpair (see sync.py)."""
 
-import dataclasses
 import os
 import signal
 import socket
@@ -22,23 +21,28 @@ from dockyard.linux import prctl, rlimits
 from . import hooks, init, sync
 
 
-@dataclasses.dataclass
 class Launch:
-    container_id: str
-    config: dict              # the container's config.json, as saved at create
-    process: dict             # what to run: config["process"] for init, process.json for exec
-    bundle: str
-    rootfs: str
-    init: bool                # the container's init, or a process exec'd into it
-    namespaces: list          # [(oci type, path or None for a new one)]
-    host_binary: set          # identity of the runtime's interpreter (execve.refuse_host_binary)
-    cgroup: object = None
-    seccomp: object = None    # a compiled filter, see runtime/seccomp.py
-    console: socket.socket | None = None
-    fifo_fd: int | None = None
-    preserve_fds: int = 0
-    no_pivot: bool = False
-    foreground: bool = False  # stage 1 waits for stage 2 and exits with its status
+    """Everything the stages need to start one process; stage 1 and 2 see it through fork."""
+
+    def __init__(self, *, container_id: str, config: dict, process: dict, bundle: str,
+                 rootfs: str, init: bool, namespaces: list, host_binary: set, cgroup=None,
+                 seccomp=None, console: socket.socket | None = None, fifo_fd: int | None = None,
+                 preserve_fds: int = 0, no_pivot: bool = False, foreground: bool = False):
+        self.container_id = container_id
+        self.config = config            # the container's config.json, as saved at create
+        self.process = process          # config["process"] for init, process.json for exec
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.init = init                # the container's init, or a process exec'd into it
+        self.namespaces = namespaces    # [(oci type, path or None for a new one)]
+        self.host_binary = host_binary  # identity of our interpreter (execve.refuse_host_binary)
+        self.cgroup = cgroup
+        self.seccomp = seccomp          # a compiled filter, see runtime/seccomp.py
+        self.console = console
+        self.fifo_fd = fifo_fd
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.foreground = foreground    # stage 1 waits for stage 2 and exits with its status
 
     @property
     def new_namespaces(self) -> set[str]:
@@ -155,8 +159,10 @@ def _stage1(launch: Launch, sock: socket.socket) -> None:
     status = 1
     try:
         # Nothing in the container may open this process's /proc entries (its exe is the host
-        # interpreter): non-dumpable before joining anything; stage 2 inherits it.
+        # interpreter): non-dumpable before joining anything; stage 2 inherits it. Likewise no
+        # import may happen once we stand in the container's namespaces.
         prctl.set_dumpable(False)
+        init.forbid_imports()
         sync.expect(sock, "cgroup-ok")
         _join_namespaces(launch.namespaces)
         new = launch.new_namespaces

@@ -1,17 +1,17 @@
 """The lifecycle operations of runtime-spec runtime.md §Operations, shared by the verbs:
-create, start, signal, destroy. Each one either completes or leaves the system as it was."""
+create, start, signal, destroy. Each one either completes or leaves the system as it was.
+
+Every verb is a fresh interpreter, so what only `create` needs (config validation, the launch
+machinery, seccomp) is imported by `create` alone."""
 
 import os
-import pwd
 import select
 import signal
 import time
 
 from dockyard.errors import Conflict, SystemFailure
 
-from . import config as cfg
-from . import devices, hooks, launch, log
-from .execve import host_runtime_identity
+from . import log
 from .state import CREATED, PAUSED, RUNNING, STOPPED, Container, now_rfc3339, proc_start_time, write_atomic
 
 
@@ -33,12 +33,22 @@ def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=
     """Set up the container and leave its init blocked on exec.fifo. Returns (container, started).
     A foreground caller with a terminal and no console socket gets the pty master itself
     (started.console), as `runc run` does."""
+    from . import config as cfg
+    from . import devices, hooks, launch
+    from .cgroups import new_manager
+    from .execve import host_runtime_identity
     bundle = os.path.abspath(bundle)
     config = cfg.load(bundle)
     cfg.validate(config)
     rootfs = cfg.rootfs_path(bundle, config)
     namespaces = cfg.namespace_list(config)
     process = config["process"]
+    # The container's init can import nothing (see init.forbid_imports): load what it may need.
+    if config.get("hooks"):
+        hooks.preload()
+    if any("tmpcopyup" in (m.get("options") or []) for m in config.get("mounts", [])):
+        import shutil  # noqa: F401  (rootfs._tmpfs_copyup)
+        import tempfile  # noqa: F401
     console, own_console = console_for(bool(process.get("terminal")), console, foreground)
     state_dir = Container.reserve(root, container_id)
     container = Container(root, container_id, {
@@ -53,7 +63,6 @@ def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=
         if linux.get("seccomp"):
             from . import seccomp as seccomp_mod
             seccomp = seccomp_mod.compile(linux["seccomp"], cache_dir=os.path.join(root, ".seccomp-cache"))
-        from .cgroups import new_manager
         resources = dict(linux.get("resources") or {}, devices=devices.cgroup_rules(linux))
         cgroup = new_manager(container_id, linux.get("cgroupsPath"), resources)
         cgroup.create()
@@ -108,6 +117,7 @@ def console_for(terminal: bool, console, foreground: bool):
 
 
 def _owner() -> str:
+    import pwd
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -149,6 +159,7 @@ def start(container: Container, cgroup) -> None:
     os.unlink(container.fifo_path)
     poststart = container.config.get("hooks", {}).get("poststart", [])
     if poststart:
+        from . import hooks
         try:
             hooks.run_hooks("poststart", poststart, container.oci_state(RUNNING))
         except Exception:
@@ -209,8 +220,10 @@ def destroy(container: Container, cgroup) -> None:
     poststop = container.config.get("hooks", {}).get("poststop", [])
     state = container.oci_state(STOPPED)
     container.remove()
-    for warning in hooks.run_hooks("poststop", poststop, state, warn_only=True) or []:
-        log.warning(warning)
+    if poststop:
+        from . import hooks
+        for warning in hooks.run_hooks("poststop", poststop, state, warn_only=True) or []:
+            log.warning(warning)
 
 
 def _remove_cgroup(cgroup) -> None:

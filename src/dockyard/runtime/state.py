@@ -3,23 +3,22 @@ and the status derived from them (runtime-spec runtime.md §State), as runc deri
 paused if the freezer says so, stopped if the init is gone or its pid was reused,
 created while exec.fifo exists, otherwise running."""
 
-import datetime
 import json
 import os
-import re
-import shutil
+import string
+import time
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
 DEFAULT_ROOT = "/run/dockyard/runc"
 OCI_VERSION = "1.2.0"
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID_CHARS = frozenset(string.ascii_letters + string.digits + "_+-.")
 
 CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"
 
 
 def validate_id(container_id: str) -> None:
-    if not _ID.match(container_id) or container_id in (".", ".."):
+    if not container_id or not _ID_CHARS.issuperset(container_id) or container_id in (".", ".."):
         raise InvalidArgument(f"invalid container id format: {container_id!r}")
 
 
@@ -38,7 +37,8 @@ def proc_start_time(pid: int) -> int | None:
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -106,6 +106,7 @@ class Container:
         write_atomic(os.path.join(self.dir, "state.json"), json.dumps(self.record).encode())
 
     def remove(self) -> None:
+        import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- status -------------------------------------------------------------------------
