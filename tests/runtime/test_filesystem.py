@@ -132,3 +132,14 @@ def test_no_pivot(runtime, bundle):
     r = runtime("run", "--no-pivot", "--bundle", bundle(["sh", "-c", "cat /etc/hostname >/dev/null; echo ok"]), cid)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "ok\n"
+
+
+def test_cgroup_mount_without_cgroup_namespace(runtime, bundle):
+    """Docker's v1 default: the host cgroup namespace, the container's own cgroups bind-mounted."""
+    def edit(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "cgroup"]
+        c["linux"]["resources"]["memory"] = {"limit": 64 << 20}
+    out = runtime.output(bundle(["sh", "-c", "grep memory /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes"], edit))
+    line, limit = out.splitlines()
+    assert line.split(":", 2)[2].startswith("/dockyard-test/")
+    assert int(limit) == 64 << 20
