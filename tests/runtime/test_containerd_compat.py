@@ -15,6 +15,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -132,20 +133,24 @@ def test_run_exit_code_propagates(rt):
     assert_gone(rt.ctd, cid)
 
 
-def test_run_stdin_is_piped_and_closed(rt):
-    # ctr copies its stdin into the task's stdin fifo and calls CloseIO at EOF: cat must end.
+def test_run_stdin_is_piped(rt):
+    # ctr copies its stdin into the task's stdin fifo (ctr 1.6 never closes it: no EOF test).
     cid = rt.ctd.new_id("stdin")
-    r = rt.run(cid, "sh", "-c", "cat; echo eof", input=b"piped line\n")
-    assert (r.returncode, r.stdout) == (0, b"piped line\neof\n"), err(r)
+    r = rt.run(cid, "sh", "-c", 'read line; echo "got $line"', input=b"piped line\n")
+    assert (r.returncode, r.stdout) == (0, b"got piped line\n"), err(r)
 
 
 def test_run_sees_the_image_config(rt):
-    # ctr's spec: image env, cwd /, hostname = container id, the container's own pid namespace.
+    # ctr's spec: the image's env, cwd /, root, its own pid namespace, and a new uts namespace
+    # with no hostname set (so the runtime leaves the host's name copied into it).
     cid = rt.ctd.new_id("cfg")
-    r = rt.run(cid, "sh", "-c", 'echo "$PATH"; pwd; hostname; echo $$; id -u')
+    r = rt.run(cid, "sh", "-c", 'echo "$PATH"; pwd; echo $$; id -u; hostname; '
+               'for n in uts pid mnt; do readlink /proc/self/ns/$n; done')
     assert r.returncode == 0, err(r)
-    assert r.stdout.decode().split("\n") == [
-        busybox.DEFAULT_PATH_ENV.partition("=")[2], "/", cid, "1", "0", ""]
+    lines = r.stdout.decode().split("\n")
+    assert lines[:5] == [busybox.DEFAULT_PATH_ENV.partition("=")[2], "/", "1", "0", socket.gethostname()]
+    host_ns = [os.readlink(f"/proc/self/ns/{n}") for n in ("uts", "pid", "mnt")]
+    assert all(a != b for a, b in zip(lines[5:8], host_ns)), (lines, host_ns)
 
 
 def test_run_missing_executable_fails_cleanly(rt):
@@ -301,6 +306,12 @@ def test_delete_running_task_with_force(rt):
 # -- terminals -----------------------------------------------------------------------------------
 
 
+# ctr sends the window size (ResizePty) only after the process has started, so the pty starts
+# at 0x0: poll until the size arrives, then print it.
+WAIT_FOR_SIZE = ('i=0; while [ "$(stty size 2>/dev/null)" = "" ] || [ "$(stty size 2>/dev/null)" = "0 0" ]; '
+                 'do [ $i -ge 100 ] && break; i=$((i+1)); sleep 0.05; done; stty size')
+
+
 def run_on_pty(argv: list[str], rows: int = 30, cols: int = 100, timeout: float = 30) -> tuple[int, str]:
     """Run argv with a pty of the given size as its stdio and controlling terminal (ctr -t
     wants its stdin to be a console); returns (exit status, everything written to the pty)."""
@@ -345,7 +356,7 @@ def test_tty_run(rt):
     # its own terminal and forwards the window size.
     cid = rt.ctd.new_id("tty")
     status, out = run_on_pty(rt.run_argv(
-        cid, "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty; stty size; exit 4",
+        cid, "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty; " + WAIT_FOR_SIZE + "; exit 4",
         flags=("--rm", "-t")))
     lines = [line for line in out.split("\n") if line]
     assert status == 4, out
@@ -357,7 +368,7 @@ def test_tty_exec(rt):
     cid = rt.detached("sleep", "600")
     status, out = run_on_pty(rt.ctd.ctr_argv(
         "tasks", "exec", "--fifo-dir", rt.ctd.fifo_dir, "--exec-id", "t1", "-t", cid,
-        "sh", "-c", "test -t 0 && echo exec-tty; stty size; exit 6"), rows=40, cols=120)
+        "sh", "-c", "test -t 0 && echo exec-tty; " + WAIT_FOR_SIZE + "; exit 6"), rows=40, cols=120)
     lines = [line for line in out.split("\n") if line]
     assert status == 6, out
     assert lines[:2] == ["exec-tty", "40 120"], out
