@@ -17,6 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from tests.fixtures.host import cgroup_roots  # noqa: E402
+
 CGROUP_MOUNT = "/sys/fs/cgroup"
 
 
@@ -123,14 +125,7 @@ class Reaper:
 
 def cgroup_hierarchies() -> list[str]:
     """Every cgroup mount under /sys/fs/cgroup (v1 controllers, name=systemd, the unified v2)."""
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2") and fields[4].startswith(CGROUP_MOUNT):
-                mounts.append(fields[4])
-    return sorted(set(mounts)) or ([CGROUP_MOUNT] if os.path.isdir(CGROUP_MOUNT) else [])
+    return sorted({m for m in cgroup_roots() if m.startswith(CGROUP_MOUNT)})
 
 
 def remove_cgroup_tree(parent: str, only_if_empty: bool = False) -> list[str]:

@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from dockyard.oci.defaults import default_spec
+from tests.fixtures.host import cgroup_roots, mounts_under  # noqa: F401 (re-exported for tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OURS = os.path.join(os.path.dirname(sys.executable), "dockyard-runc")
@@ -138,7 +139,7 @@ def bundle(tmp_path, busybox_rootfs):
 @pytest.fixture(scope="session", autouse=True)
 def _remove_test_cgroups():
     yield
-    for hierarchy in _cgroup_roots():
+    for hierarchy in cgroup_roots():
         path = os.path.join(hierarchy, CGROUP_PARENT)
         if os.path.isdir(path):
             for child in os.listdir(path):
@@ -154,23 +155,7 @@ def _remove_test_cgroups():
                 pass
 
 
-def _cgroup_roots() -> list[str]:
-    roots = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2"):
-                roots.append(fields[4])
-    return roots
-
-
 def cgroup_dirs(cgroups_path: str) -> list[str]:
     """Every host directory of a cgroupsPath that exists (all hierarchies)."""
-    return [os.path.join(r, cgroups_path.lstrip("/")) for r in _cgroup_roots()
+    return [os.path.join(r, cgroups_path.lstrip("/")) for r in cgroup_roots()
             if os.path.isdir(os.path.join(r, cgroups_path.lstrip("/")))]
-
-
-def mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(path)]

@@ -23,6 +23,8 @@ import tempfile
 import time
 import uuid
 
+from tests.fixtures.host import cgroup_roots, mounts_under
+
 NAMESPACE = "dockyard-test"
 SHIM_SOCKET_DIR = "/run/containerd/s"
 RUNTIME = "io.containerd.runc.v2"
@@ -275,23 +277,6 @@ oom_score = 0
                 os.rmdir(os.path.join(root, NAMESPACE))
             except OSError:
                 pass
-
-
-def cgroup_roots() -> list[str]:
-    roots = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2"):
-                roots.append(fields[4])
-    return roots
-
-
-def mounts_under(path: str) -> list[str]:
-    prefix = path.rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        return [m for m in (line.split()[4] for line in f) if m.startswith(prefix)]
 
 
 def _processes():
