@@ -188,3 +188,9 @@ def test_annotations_in_state(runtime, bundle):
     cid = "ann" + os.urandom(4).hex()
     runtime.ok("create", "--bundle", bundle(["true"], edit), cid)
     assert json.loads(runtime.ok("state", cid))["annotations"] == {"org.example.key": "value"}
+
+
+def test_signals_are_not_ignored_or_blocked(runtime, bundle):
+    """Python ignores SIGPIPE and SIGXFSZ for itself; the container's process must not inherit that."""
+    out = runtime.output(bundle(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]))
+    assert {line.split()[0]: int(line.split()[1], 16) for line in out.splitlines()} == {"SigBlk:": 0, "SigIgn:": 0}

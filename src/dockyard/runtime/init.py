@@ -9,6 +9,7 @@ needs is imported up front: after pivot_root the host's files are out of reach, 
 code from the container's filesystem as host root is exactly what must never happen."""
 
 import os
+import signal
 import socket
 import sys
 
@@ -119,9 +120,23 @@ def _finish(launch, sock: socket.socket) -> None:
         hooks.run_hooks("startContainer", launch.config.get("hooks", {}).get("startContainer", []),
                         launch.hook_state(1, "running"))
     fdutil.close_from(3 + launch.preserve_fds)
+    _default_signals()
     if seccomp is not None and nnp and not seccomp.notify:
         _load_seccomp(seccomp)
     execve.execute(path, args, env, launch.host_binary)
+
+
+def _default_signals() -> None:
+    """The interpreter ignores SIGPIPE and SIGXFSZ for itself, and ignored signals survive
+    execve: give the container's program every signal at its default, none blocked."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals the C library reserves for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def _load_seccomp(compiled) -> int | None:
