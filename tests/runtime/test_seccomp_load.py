@@ -12,6 +12,8 @@ import platform
 import resource
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -296,3 +298,35 @@ def test_notify_hands_listener_to_agent(tmp_path):
     assert state["ociVersion"] == "1.2.0"
     # With every listener closed, the notified call fails with ENOSYS instead of blocking.
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# Run in a fresh interpreter: set NO_NEW_PRIVS, install a filter that denies mkdir with EACCES
+# while watching every import, then report the imports seen and mkdir's errno.
+NO_IMPORT_PROBE = """
+import builtins, ctypes, os, sys
+from dockyard.linux import seccomp as kernel
+from dockyard.linux.libc import libc
+compiled = kernel.CompiledFilter(program=bytes.fromhex(sys.argv[1]), flags=int(sys.argv[2]), notify=False)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+before, seen, real = set(sys.modules), [], builtins.__import__
+builtins.__import__ = lambda name, *args, **kwargs: seen.append(name) or real(name, *args, **kwargs)
+kernel.install(compiled)
+builtins.__import__ = real
+try:
+    os.mkdir(sys.argv[3])
+    result = 0
+except OSError as e:
+    result = e.errno
+print(seen, sorted(set(sys.modules) - before), result)
+"""
+
+
+def test_install_imports_nothing(tmp_path):
+    """install() runs in the container's init after pivot_root, where the host's modules are out
+    of reach: it must not import anything, not even a module that is already loaded."""
+    compiled = seccomp.compile(allow_all_but({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
+                                              "errnoRet": 13}))
+    out = subprocess.run([sys.executable, "-c", NO_IMPORT_PROBE, compiled.program.hex(),
+                          str(compiled.flags), str(tmp_path / "d")],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["[]", "[]", str(errno.EACCES)]

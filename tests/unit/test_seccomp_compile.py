@@ -174,10 +174,62 @@ def test_torn_cache_entry_is_rebuilt(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_unwritable_cache_still_compiles(tmp_path):
+def test_unwritable_cache_still_compiles(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert seccomp.compile(spec(), cache_dir=blocker / "cache") == seccomp.compile(spec())
+    err = capsys.readouterr().err
+    assert "warning" in err and "seccomp cache write failed" in err and str(blocker / "cache") in err
+
+
+def test_cache_accepts_str_and_creates_missing_dirs(tmp_path):
+    cache = tmp_path / "a" / "b"
+    first = seccomp.compile(spec(), cache_dir=str(cache))
+    [entry] = cache.glob("*.bpf")
+    assert entry.read_bytes() == first.program
+    assert cache.stat().st_mode & 0o777 == 0o700
+    assert seccomp.compile(spec(), cache_dir=cache) == first
+
+
+def test_cache_key_is_sha256_of_the_canonical_spec():
+    import hashlib
+    import platform
+
+    canonical = json.dumps({"format": seccomp._CACHE_FORMAT, "libseccomp": kernel.library_version(),
+                            "machine": platform.machine(), "spec": spec()},
+                           sort_keys=True, separators=(",", ":"))
+    assert seccomp._cache_key(spec()) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_compiled_filter_is_an_immutable_value():
+    a = kernel.CompiledFilter(program=b"\x06\x00\x00\x00\x00\x00\xff\x7f", flags=2, notify=False)
+    b = kernel.CompiledFilter(b"\x06\x00\x00\x00\x00\x00\xff\x7f", 2, False)
+    assert a == b and hash(a) == hash(b) and (a.program, a.flags, a.notify) == (b.program, 2, False)
+    assert a != kernel.CompiledFilter(program=a.program, flags=0, notify=False)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(a, protocol))
+        assert again == a and type(again) is kernel.CompiledFilter
+    assert repr(a) == f"CompiledFilter(program={a.program!r}, flags=2, notify=False)"
+    with pytest.raises(AttributeError):
+        a.flags = 0
+
+
+def _modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_imports_stay_light():
+    """Each dockyard-runc verb is a fresh interpreter; only what a cached compile needs loads."""
+    heavy = {"dataclasses", "inspect", "typing", "logging", "hashlib", "tempfile", "pathlib",
+             "platform", "socket"}
+    # (json, hence re and functools, comes with dockyard.runtime.log, which the CLI loads anyway.)
+    assert not _modules_after("import dockyard.linux.seccomp") & (heavy | {"functools", "re", "json"})
+    assert not _modules_after("import dockyard.runtime.seccomp") & heavy
 
 
 def test_features_shape():

@@ -3,12 +3,14 @@
 Compiling and loading are split on purpose. The runtime compiles in the parent with libseccomp
 and exports the classic-BPF program; the container-side child only calls seccomp(2) with those
 bytes, so it needs neither libseccomp state nor any allocation beyond one small struct.
+
+`install` runs in the container's init after pivot_root, where nothing may be imported any more
+(the host's files are gone): everything it needs is imported here, at module import. Nothing
+else is: no dataclasses or functools, which would cost more than the rest of the module.
 """
 
 import ctypes
-import dataclasses
 import errno
-import functools
 import os
 
 from .libc import SYS_seccomp, libc, syscall
@@ -44,13 +46,43 @@ _SOCK_FILTER_SIZE = 8  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
 BPF_MAXINSNS = 4096
 
 
-@dataclasses.dataclass(frozen=True)
 class CompiledFilter:
-    """A ready-to-load filter: plain data, so it is computed before fork and pickles cleanly."""
+    """A ready-to-load filter: plain data, so it is computed before fork and pickles cleanly.
+    Immutable, compared and hashed by value."""
+
+    __slots__ = ("program", "flags", "notify")
 
     program: bytes  # raw struct sock_filter array
     flags: int  # SECCOMP_FILTER_FLAG_* for seccomp(2)
     notify: bool  # uses SCMP_ACT_NOTIFY: install() returns a listener fd
+
+    def __init__(self, program: bytes, flags: int, notify: bool):
+        object.__setattr__(self, "program", program)
+        object.__setattr__(self, "flags", flags)
+        object.__setattr__(self, "notify", notify)
+
+    def _key(self) -> tuple:
+        return (self.program, self.flags, self.notify)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"CompiledFilter(program={self.program!r}, flags={self.flags!r}, notify={self.notify!r})"
+
+    def __reduce__(self):
+        return (CompiledFilter, self._key())
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}")
 
 
 class _ArgCmp(ctypes.Structure):
@@ -66,10 +98,15 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-@functools.cache
+_libseccomp = None
+
+
 def _lib() -> ctypes.CDLL:
     # Loaded on first use: only the compiling side needs it, and a host without libseccomp
     # should fail at compile time, not at import.
+    global _libseccomp
+    if _libseccomp is not None:
+        return _libseccomp
     lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_init.restype = ctypes.c_void_p
@@ -84,6 +121,7 @@ def _lib() -> ctypes.CDLL:
     lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    _libseccomp = lib
     return lib
 
 

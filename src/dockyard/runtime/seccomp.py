@@ -4,23 +4,21 @@
 disk: libseccomp takes tens of milliseconds on Docker's default profile, a cache read takes
 microseconds. The result is plain data, computed in the parent before fork; the child only calls
 `dockyard.linux.seccomp.install` right before execve.
+
+Every runtime verb is a fresh interpreter, so this module imports at the top only what
+`compile` needs on a cache hit; the rest (tempfile on a miss, socket for a notify listener, re
+for Docker profiles) is imported where it is used. This is the parent's side only: the child's
+`install` lives in `dockyard.linux.seccomp`, which must not import lazily.
 """
 
-import dataclasses
 import errno
-import hashlib
 import json
-import logging
 import os
-import platform
-import re
-import socket
-import tempfile
-from pathlib import Path
 
 from dockyard.errors import InvalidArgument, Unsupported
 from dockyard.linux import seccomp as kernel
 from dockyard.linux.seccomp import CompiledFilter
+from dockyard.runtime import log
 
 ACTIONS = {
     "SCMP_ACT_KILL": kernel.ACT_KILL_THREAD,
@@ -75,29 +73,32 @@ FLAGS = {
     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": kernel.FILTER_FLAG_WAIT_KILLABLE_RECV,
 }
 
-log = logging.getLogger(__name__)
-
 # Bump when the way a spec becomes BPF changes, so old cache entries stop matching.
 _CACHE_FORMAT = 1
 _MAX_ARGS = 6
 _U64 = 2**64 - 1
 
 
-@dataclasses.dataclass(frozen=True)
 class _Rule:
-    name: str
-    action: int
-    # Each inner list is one libseccomp rule; its conditions are ANDed, the rules are ORed.
-    condition_sets: list[list[tuple[int, int, int, int]]]
+    __slots__ = ("name", "action", "condition_sets")
+
+    def __init__(self, name: str, action: int, condition_sets: list[list[tuple[int, int, int, int]]]):
+        self.name = name
+        self.action = action
+        # Each inner list is one libseccomp rule; its conditions are ANDed, the rules are ORed.
+        self.condition_sets = condition_sets
 
 
-@dataclasses.dataclass(frozen=True)
 class _Plan:
-    default_action: int
-    arches: list[str]
-    flags: int
-    notify: bool
-    rules: list[_Rule]
+    __slots__ = ("default_action", "arches", "flags", "notify", "rules")
+
+    def __init__(self, default_action: int, arches: list[str], flags: int, notify: bool,
+                 rules: list[_Rule]):
+        self.default_action = default_action
+        self.arches = arches
+        self.flags = flags
+        self.notify = notify
+        self.rules = rules
 
 
 def compile(spec: dict, cache_dir: str | os.PathLike | None = None) -> CompiledFilter:
@@ -106,14 +107,14 @@ def compile(spec: dict, cache_dir: str | os.PathLike | None = None) -> CompiledF
     if cache_dir is None:
         program = _build(plan)
     else:
-        path = Path(cache_dir) / f"{_cache_key(spec)}.bpf"
+        path = os.path.join(os.fspath(cache_dir), f"{_cache_key(spec)}.bpf")
         program = _read_cached(path)
         if program is None:
             program = _build(plan)
             try:
                 _write_atomic(path, program)
             except OSError as e:  # the cache only saves time; a full disk must not stop a start
-                log.warning("msg=\"seccomp cache write failed\" path=%s error=%s", path, e)
+                log.warning(f"seccomp cache write failed: path={path} error={e}")
     return CompiledFilter(program=program, flags=plan.flags, notify=plan.notify)
 
 
@@ -253,24 +254,42 @@ def _build(plan: _Plan) -> bytes:
 
 
 def _cache_key(spec: dict) -> str:
+    # os.uname().machine is what platform.machine() returns on Linux, without importing platform.
     canonical = json.dumps({"format": _CACHE_FORMAT, "libseccomp": kernel.library_version(),
-                            "machine": platform.machine(), "spec": spec},
+                            "machine": os.uname().machine, "spec": spec},
                            sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _sha256(canonical.encode()).hexdigest()
 
 
-def _read_cached(path: Path) -> bytes | None:
+def _sha256(data: bytes):
+    """hashlib.sha256, preferring CPython's built-in implementation: importing hashlib loads
+    OpenSSL, which costs milliseconds on every `create` and `exec`; the digest is the same."""
     try:
-        program = path.read_bytes()
+        from _sha256 import sha256  # CPython <= 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # CPython >= 3.12
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
+
+
+def _read_cached(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            program = f.read()
     except OSError:  # absent or unreadable: a miss, never a failure
         return None
     # A torn or foreign file is a miss too; the caller rewrites it.
     return program if kernel.valid_program(program) else None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".bpf")
+def _write_atomic(path: str, data: bytes) -> None:
+    import tempfile  # a cache miss only, which pays for libseccomp anyway
+
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=".bpf")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -280,7 +299,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    dirfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dirfd)
     finally:
@@ -294,6 +313,8 @@ def send_listener(listener_path: str, fd: int, state: dict, metadata: str = "") 
                "state": state}
     if metadata:
         message["metadata"] = metadata
+    import socket  # only a filter with SCMP_ACT_NOTIFY gets here
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(listener_path)
         socket.send_fds(sock, [json.dumps(message).encode()], [fd])
@@ -386,6 +407,8 @@ def docker_profile_to_oci(profile: dict, capabilities: list[str], arch: str = "x
 
 
 def _kernel_version(release: str) -> tuple[int, int]:
+    import re  # Docker profiles are converted by the engine, not on the runtime's path
+
     match = re.match(r"(\d+)\.(\d+)", release)
     if not match:
         raise InvalidArgument(f"seccomp: cannot parse kernel version {release!r}")

@@ -206,3 +206,56 @@ def test_device_program_stops_after_catch_all():
     # Instructions after an unconditional rule would be unreachable, which the verifier rejects.
     only_allow_all = devices.compile([{"allow": True, "access": "rwm"}])
     assert len(only_allow_all) == 8 * (6 + 2)
+
+
+def test_mount_is_an_immutable_value():
+    a = Mount("/", "/sys/fs/cgroup/memory", "cgroup", ("rw", "memory"))
+    b = Mount(root="/", mountpoint="/sys/fs/cgroup/memory", fstype="cgroup", super_options=("rw", "memory"))
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != Mount("/kube", "/sys/fs/cgroup/memory", "cgroup", ("rw", "memory"))
+    assert a != ("/", "/sys/fs/cgroup/memory", "cgroup", ("rw", "memory"))
+    assert repr(a) == "Mount(root='/', mountpoint='/sys/fs/cgroup/memory', fstype='cgroup', super_options=('rw', 'memory'))"
+    with pytest.raises(AttributeError):
+        a.root = "/other"
+
+
+def test_page_size_check():
+    from dockyard.runtime.cgroups.common import check_page_size
+
+    assert check_page_size("2MB") == "2MB" and check_page_size("1GB") == "1GB"
+    for bad in ("", "0MB", "2mb", "2 MB", "2TB", None):
+        with pytest.raises(CgroupError, match="invalid hugepage size"):
+            check_page_size(bad)
+
+
+def test_manager_protocol_and_classes_are_still_exported():
+    import dockyard.runtime.cgroups as cgroups
+    from dockyard.runtime.cgroups import Manager, common
+    from dockyard.runtime.cgroups.v1.manager import V1Manager
+    from dockyard.runtime.cgroups.v2.manager import V2Manager
+
+    assert common.Manager is Manager and "create" in dir(Manager)
+    assert cgroups.V1Manager is V1Manager and cgroups.V2Manager is V2Manager
+    with pytest.raises(AttributeError):
+        cgroups.NoSuchThing  # noqa: B018
+
+
+def _modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_loading_a_manager_imports_only_its_version():
+    """Every dockyard-runc verb is a fresh interpreter: `state`/`kill`/`delete` load the saved
+    manager, and should not pay for the other version, the controller modules or heavy stdlib."""
+    v1_state = {"version": 1, "paths": {"memory": "/sys/fs/cgroup/memory/x"}, "mountpoints": {"memory": "/sys/fs/cgroup/memory"}}
+    loaded = _modules_after(f"from dockyard.runtime.cgroups import load_manager\nload_manager({v1_state!r}).is_frozen()")
+    assert "dockyard.runtime.cgroups.v1.manager" in loaded
+    unwanted = {"dataclasses", "typing", "logging", "inspect", "signal", "ctypes", "dockyard.linux.bpf",
+                "dockyard.runtime.cgroups.v2", "dockyard.runtime.cgroups.v2.manager", "dockyard.runtime.cgroups.protocol"}
+    unwanted |= {f"dockyard.runtime.cgroups.v1.{m}" for m in ("blkio", "cpu", "cpuset", "devices", "freezer", "hugetlb", "memory", "pids")}
+    assert not loaded & unwanted

@@ -216,3 +216,13 @@ def test_destroy_removes_the_cgroup(root):
     assert not m.exists()
     m.destroy()  # idempotent
     assert os.path.isdir(os.path.join(root, "dockyard"))  # parents stay
+
+
+def test_ignored_resources_warn_through_the_runtime_log(manager, capsys):
+    manager.set({"memory": {"limit": 1 << 20, "kernel": 1 << 20, "swappiness": 10}, "network": {"classID": 1}})
+    err = capsys.readouterr().err
+    assert "warning" in err
+    assert "cgroup v2 network resources are not supported; ignoring them" in err
+    assert "cgroup v2 has no equivalent of memory.kernel; ignoring it" in err
+    assert "cgroup v2 has no equivalent of memory.swappiness; ignoring it" in err
+    assert read(manager.paths[""], "memory.max") == str(1 << 20)

@@ -3,18 +3,19 @@ errors that name the file and value, locating hierarchies from /proc/self/mounti
 /proc/self/cgroup, resolving OCI `linux.cgroupsPath`, and the verbs that work the same way on
 v1 and v2 (pids, kill_all, destroy)."""
 
+from __future__ import annotations
+
 import errno
-import logging
 import os
 import posixpath
-import re
 import time
-from dataclasses import dataclass
-from typing import Protocol
 
 from dockyard.errors import SystemFailure
+from dockyard.runtime import log
 
-log = logging.getLogger("dockyard.runtime.cgroups")
+# Every verb of dockyard-runc is a fresh interpreter, so this package imports only what the
+# verb at hand needs: no dataclasses/typing/logging/re at import, and the version-specific code
+# is imported by whoever picks the version (see __init__.py).
 
 # runc reports an unlimited value ("max" on v2) as the largest uint64.
 UNLIMITED = 2**64 - 1
@@ -26,26 +27,14 @@ class CgroupError(SystemFailure):
         self.errno = errno
 
 
-class Manager(Protocol):
-    """The contract the runtime relies on; `v1.manager.V1Manager` and `v2.manager.V2Manager`
-    implement it."""
+def __getattr__(name: str):
+    # `Manager` is a typing.Protocol: documentation and type-checking only, so `typing` is
+    # imported when someone asks for it, not by every command.
+    if name == "Manager":
+        from .protocol import Manager
 
-    version: int
-    paths: dict[str, str]
-
-    def create(self) -> None: ...
-    def apply(self, pid: int) -> None: ...
-    def set(self, resources: dict) -> None: ...
-    def stats(self) -> dict: ...
-    def freeze(self) -> None: ...
-    def thaw(self) -> None: ...
-    def is_frozen(self) -> bool: ...
-    def pids(self) -> list[int]: ...
-    def kill_all(self, sig: int) -> None: ...
-    def destroy(self) -> None: ...
-    def exists(self) -> bool: ...
-    def state(self) -> dict: ...
-    def mount_sources(self) -> list[tuple[str, str]]: ...
+        return Manager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _failure(what: str, err: OSError) -> CgroupError:
@@ -82,7 +71,7 @@ class CgroupDir:
         except OSError as err:
             hint = f" (no {name} in {self.path}: is the {self.controller} controller enabled?)" if err.errno == errno.ENOENT else ""
             raise CgroupError(f"cannot set {name} to {data}: {os.strerror(err.errno)}{hint}", err.errno) from err
-        log.debug("cgroup write file=%s value=%s", path, data)
+        log.debug(f"cgroup write file={path} value={data}")
 
     def read(self, name: str) -> str:
         path = self._file(name)
@@ -126,11 +115,10 @@ def page_size_name(kib: int) -> str:
     return f"{kib}KB"
 
 
-_PAGE_SIZE = re.compile(r"^[1-9][0-9]*[KMG]B$")
-
-
 def check_page_size(page_size: str) -> str:
-    if not _PAGE_SIZE.match(page_size or ""):
+    import re  # only `set` with hugepageLimits gets here
+
+    if not re.match(r"^[1-9][0-9]*[KMG]B$", page_size or ""):
         raise CgroupError(f"invalid hugepage size {page_size!r}: want e.g. 2MB or 1GB")
     return page_size
 
@@ -148,15 +136,50 @@ def device_rule(rule: dict) -> tuple[str, int, int, str]:
 # --- locating hierarchies ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Mount:
+    """One line of mountinfo; immutable, compared and hashed by value."""
+
+    __slots__ = ("root", "mountpoint", "fstype", "super_options")
+
     root: str  # the part of the hierarchy this mount shows ("/" unless bind-mounted or namespaced)
     mountpoint: str
     fstype: str
     super_options: tuple[str, ...]
 
+    def __init__(self, root: str, mountpoint: str, fstype: str, super_options: tuple[str, ...]):
+        setattr_ = object.__setattr__
+        setattr_(self, "root", root)
+        setattr_(self, "mountpoint", mountpoint)
+        setattr_(self, "fstype", fstype)
+        setattr_(self, "super_options", super_options)
+
+    def _key(self) -> tuple:
+        return (self.root, self.mountpoint, self.fstype, self.super_options)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Mount(root={self.root!r}, mountpoint={self.mountpoint!r}, fstype={self.fstype!r}, "
+                f"super_options={self.super_options!r})")
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}")
+
 
 def _unescape(field: str) -> str:
+    if "\\" not in field:
+        return field
+    import re  # octal escapes (a space in a mount point) are rare
+
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 

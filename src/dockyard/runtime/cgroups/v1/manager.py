@@ -1,10 +1,15 @@
-"""The v1 manager: one directory per mounted hierarchy, all for the same cgroups path."""
+"""The v1 manager: one directory per mounted hierarchy, all for the same cgroups path.
+
+The controller modules are imported by the methods that use them: `state`, `kill` and `delete`
+load a manager on every call and need none of them (or just the freezer)."""
+
+from __future__ import annotations
 
 import os
-import signal
 
-from ..common import BaseManager, CgroupDir, CgroupError, Mount, check_under, log, place
-from . import blkio, cpu, cpuset, devices, freezer, hugetlb, memory, pids
+from dockyard.runtime import log
+
+from ..common import BaseManager, CgroupDir, CgroupError, Mount, check_under, place
 
 CONTROLLERS = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
                "net_cls", "net_prio", "perf_event", "rdma", "misc"}
@@ -56,6 +61,8 @@ class V1Manager(BaseManager):
         return [(os.path.basename(m), path) for m, path in seen.items()]
 
     def create(self) -> None:
+        from . import cpuset
+
         cpuset_dir = self.paths.get("cpuset")
         for directory in self._dirs():
             if directory == cpuset_dir:
@@ -71,12 +78,14 @@ class V1Manager(BaseManager):
             CgroupDir("cgroup", directory).write("cgroup.procs", pid)
 
     def set(self, resources: dict | None) -> None:
+        from . import blkio, cpu, cpuset, devices, hugetlb, memory, pids
+
         r = resources or {}
         if r.get("unified"):
             raise CgroupError("linux.resources.unified needs cgroup v2, but this host uses cgroup v1")
         for key in ("network", "rdma"):
             if r.get(key):
-                log.warning("cgroup v1 %s resources are not supported; ignoring them", key)
+                log.warning(f"cgroup v1 {key} resources are not supported; ignoring them")
         if r.get("memory"):
             memory.set(self._cg("memory"), r["memory"])
         if r.get("cpu"):
@@ -92,6 +101,8 @@ class V1Manager(BaseManager):
             devices.set(self._cg("devices"), r["devices"])
 
     def stats(self) -> dict:
+        from . import blkio, cpu, hugetlb, memory, pids
+
         out = {}
         cpu_stats = cpu.stats(self._cg("cpu"), self._cg("cpuacct"))
         if cpu_stats:
@@ -107,15 +118,25 @@ class V1Manager(BaseManager):
         return out
 
     def freeze(self) -> None:
+        from . import freezer
+
         freezer.freeze(self._cg("freezer"))
 
     def thaw(self) -> None:
+        from . import freezer
+
         freezer.thaw(self._cg("freezer"))
 
     def is_frozen(self) -> bool:
-        return "freezer" in self.paths and freezer.is_frozen(self._cg("freezer"))
+        if "freezer" not in self.paths:
+            return False
+        from . import freezer
+
+        return freezer.is_frozen(self._cg("freezer"))
 
     def kill_all(self, sig: int) -> None:
+        import signal  # the Python module builds enums on import; only kill and delete get here
+
         if sig != signal.SIGKILL or "freezer" not in self.paths:
             super().kill_all(sig)
             return

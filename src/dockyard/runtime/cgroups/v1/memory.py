@@ -3,7 +3,9 @@ kernel keeps ordered (memsw >= memory) at every write."""
 
 import errno
 
-from ..common import CgroupDir, CgroupError, log
+from dockyard.runtime import log
+
+from ..common import CgroupDir, CgroupError
 
 LIMIT = "memory.limit_in_bytes"
 MEMSW = "memory.memsw.limit_in_bytes"

@@ -1,6 +1,8 @@
 """v2 io: io.weight or io.bfq.weight, and io.max throttling; OCI blockIO is v1-shaped."""
 
-from ..common import CgroupDir, log
+from dockyard.runtime import log
+
+from ..common import CgroupDir
 
 THROTTLES = {
     "throttleReadBpsDevice": "rbps",

@@ -1,10 +1,16 @@
-"""The v2 manager: one directory in the unified tree."""
+"""The v2 manager: one directory in the unified tree.
+
+The controller modules are imported by the methods that use them: `state`, `kill` and `delete`
+load a manager on every call and need none of them (or just the freezer); `devices` brings
+ctypes and bpf(2) along."""
+
+from __future__ import annotations
 
 import os
-import signal
 
-from ..common import BaseManager, CgroupDir, CgroupError, Mount, check_under, log, place
-from . import cpu, cpuset, devices, freezer, hugetlb, io, memory, pids
+from dockyard.runtime import log
+
+from ..common import BaseManager, CgroupDir, CgroupError, Mount, check_under, place
 
 
 class V2Manager(BaseManager):
@@ -50,10 +56,12 @@ class V2Manager(BaseManager):
         self._cg().write("cgroup.procs", pid)
 
     def set(self, resources: dict | None) -> None:
+        from . import cpu, cpuset, hugetlb, io, memory, pids
+
         r = resources or {}
         for key in ("network", "rdma"):
             if r.get(key):
-                log.warning("cgroup v2 %s resources are not supported; ignoring them", key)
+                log.warning(f"cgroup v2 {key} resources are not supported; ignoring them")
         if r.get("memory"):
             memory.set(self._cg("memory"), r["memory"])
         if r.get("cpu"):
@@ -66,6 +74,8 @@ class V2Manager(BaseManager):
         if r.get("hugepageLimits"):
             hugetlb.set(self._cg("hugetlb"), r["hugepageLimits"])
         if r.get("devices"):
+            from . import devices
+
             devices.set(self._cg("devices"), r["devices"])
         # Raw v2 keys come last so they override the converted values, as in runc.
         for key, value in (r.get("unified") or {}).items():
@@ -74,6 +84,8 @@ class V2Manager(BaseManager):
             self._cg(key.partition(".")[0]).write(key, value)
 
     def stats(self) -> dict:
+        from . import cpu, hugetlb, io, memory, pids
+
         out = {}
         for key, filename, module in (
             ("cpu", "cpu.stat", cpu),
@@ -87,15 +99,23 @@ class V2Manager(BaseManager):
         return out
 
     def freeze(self) -> None:
+        from . import freezer
+
         freezer.freeze(self._cg())
 
     def thaw(self) -> None:
+        from . import freezer
+
         freezer.thaw(self._cg())
 
     def is_frozen(self) -> bool:
+        from . import freezer
+
         return freezer.is_frozen(self._cg())
 
     def kill_all(self, sig: int) -> None:
+        import signal  # the Python module builds enums on import; only kill and delete get here
+
         if sig == signal.SIGKILL and self._cg().has("cgroup.kill"):
             self._cg().write("cgroup.kill", 1)  # kernel 5.14+: kills the subtree without races
         else:
@@ -116,4 +136,4 @@ def _enable_controllers(cg: CgroupDir) -> None:
             try:
                 cg.write("cgroup.subtree_control", f"+{controller}")
             except CgroupError as err:
-                log.warning("cannot enable cgroup controller %s: %s", controller, err)
+                log.warning(f"cannot enable cgroup controller {controller}: {err}")

@@ -1,7 +1,9 @@
 """v2 memory: memory.max, memory.low and memory.swap.max (swap alone, where OCI gives
 memory + swap as v1 did)."""
 
-from ..common import UNLIMITED, CgroupDir, CgroupError, log
+from dockyard.runtime import log
+
+from ..common import UNLIMITED, CgroupDir, CgroupError
 from ..v1.memory import check_usage
 
 
@@ -42,7 +44,7 @@ def set(cg: CgroupDir, memory: dict) -> None:
     if memory.get("swappiness") not in (None, -1):
         ignored.append("swappiness")
     for key in ignored:
-        log.warning("cgroup v2 has no equivalent of memory.%s; ignoring it", key)
+        log.warning(f"cgroup v2 has no equivalent of memory.{key}; ignoring it")
 
 
 def stats(cg: CgroupDir) -> dict:
