@@ -26,8 +26,9 @@ if os.geteuid() != 0:
 
 
 class Runtime:
-    def __init__(self, name: str, path: str, root: str):
+    def __init__(self, name: str, path: str, root: str, prefix: list[str] = ()):
         self.name, self.path, self.root = name, path, root
+        self.prefix = list(prefix)  # e.g. a command that sets up the runtime's view of the host
 
     @property
     def ours(self) -> bool:
@@ -37,7 +38,7 @@ class Runtime:
         # Files, not pipes: a detached container inherits our stdio and keeps pipes open.
         with tempfile.TemporaryFile("w+", errors="replace") as out, \
                 tempfile.TemporaryFile("w+", errors="replace") as err:
-            r = subprocess.run([self.path, "--root", self.root, *args], input=input, timeout=timeout,
+            r = subprocess.run([*self.prefix, self.path, "--root", self.root, *args], input=input, timeout=timeout,
                                stdout=out, stderr=err, text=True, **kw)
             out.seek(0)
             err.seek(0)
