@@ -4,7 +4,6 @@ runtime's own binary can't be executed (and so rewritten) from inside."""
 
 import os
 import subprocess
-import time
 
 from conftest import new_id
 

@@ -5,8 +5,6 @@ import os
 import signal
 import time
 
-import pytest
-
 from conftest import new_id
 
 

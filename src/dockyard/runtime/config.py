@@ -75,8 +75,6 @@ def validate(config: dict) -> None:
         raise InvalidArgument("unable to set domainname without a private UTS namespace")
     if linux.get("timeOffsets") and "time" not in kinds:
         raise InvalidArgument("timeOffsets given without a private time namespace")
-    if process.get("terminal") is False and process.get("consoleSize"):
-        pass  # runc ignores consoleSize without a terminal
     for key in linux.get("sysctl") or {}:
         _check_sysctl(key, kinds)
     # Features this machine cannot provide are refused, never silently skipped.

@@ -30,10 +30,10 @@ def create_devices(root_fd: int, devices: list[dict], *, bind_from_host: bool) -
     for d in devices or []:
         by_path[d["path"]] = d
     for dev in by_path.values():
-        _create_device(root_fd, dev, bind_from_host)
+        create_device(root_fd, dev, bind_from_host)
 
 
-def _create_device(root_fd: int, dev: dict, bind_from_host: bool) -> None:
+def create_device(root_fd: int, dev: dict, bind_from_host: bool) -> None:
     path = dev["path"]
     if not path.startswith("/dev/"):
         raise ValueError(f"device path {path} is not under /dev")

@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 
-from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.errors import InvalidArgument
 from dockyard.linux import capabilities, prctl, user
 from dockyard.linux import fds as fdutil
 from dockyard.linux import seccomp as kernel_seccomp
@@ -181,12 +181,7 @@ def _set_domainname(name: str) -> None:
 
 
 def _report(sock: socket.socket, e: BaseException) -> None:
-    if isinstance(e, DockyardError):
-        message = str(e)
-    elif isinstance(e, OSError):
-        message = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
-    else:
-        message = f"{type(e).__name__}: {e}"
+    message = sync.describe(e)
     try:
         sync.send(sock, "error", message=message)
     except OSError:

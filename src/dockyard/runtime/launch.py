@@ -195,17 +195,11 @@ def _stage1(launch: Launch, sock: socket.socket) -> None:
             status = code if code >= 0 else 128 - code
     except BaseException as e:  # report, never unwind into the parent's code
         try:
-            sync.send(sock, "error", message=_describe(e))
+            sync.send(sock, "error", message=sync.describe(e))
         except OSError:
             pass
     finally:
         os._exit(status)
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror and not isinstance(e, SystemFailure):
-        return f"{e.filename + ': ' if e.filename else ''}{e.strerror}"
-    return str(e) or type(e).__name__
 
 
 def _join_namespaces(namespaces: list) -> None:

@@ -50,7 +50,7 @@ def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=
         import shutil  # noqa: F401  (rootfs._tmpfs_copyup)
         import tempfile  # noqa: F401
     console, own_console = console_for(bool(process.get("terminal")), console, foreground)
-    state_dir = Container.reserve(root, container_id)
+    Container.reserve(root, container_id)
     container = Container(root, container_id, {
         "id": container_id, "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
         "owner": _owner(), "config": config,

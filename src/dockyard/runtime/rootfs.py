@@ -40,7 +40,7 @@ def prepare(config: dict, rootfs: str, *, cgroup=None, new_cgroupns: bool, in_us
             devices.create_symlinks(root_fd)
         else:
             for dev in linux.get("devices", []):
-                devices._create_device(root_fd, dev, in_userns)
+                devices.create_device(root_fd, dev, in_userns)
         if terminal:
             # The pty slave is bind-mounted here after the switch; it needs a file to land on.
             os.close(make_in_root(root_fd, "/dev/console", directory=False))

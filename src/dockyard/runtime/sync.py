@@ -6,7 +6,7 @@ import json
 import socket
 import struct
 
-from dockyard.errors import SystemFailure
+from dockyard.errors import DockyardError, SystemFailure
 
 _LEN = struct.Struct("!I")
 
@@ -43,6 +43,15 @@ def recv(sock: socket.socket) -> tuple[dict, list[int]]:
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size, fds))
     msg = json.loads(_recv_exact(sock, n, fds))
     return msg, fds
+
+
+def describe(e: BaseException) -> str:
+    """One line for an error raised in a forked stage, to travel in an "error" message."""
+    if isinstance(e, DockyardError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    return f"{type(e).__name__}: {e}"
 
 
 def expect(sock: socket.socket, kind: str) -> tuple[dict, list[int]]:

@@ -4,13 +4,13 @@ container's namespaces and cgroup, with the container's seccomp filter."""
 import json
 import os
 
-from dockyard.errors import Conflict, InvalidArgument
+from dockyard.errors import Conflict, InvalidArgument, Unsupported
+from dockyard.linux.namespaces import NAMESPACES
 
 from .. import foreground, launch, lifecycle
 from ..execve import host_runtime_identity
 from ..state import PAUSED, STOPPED, write_atomic
 from ..terminal import connect_console_socket
-from dockyard.linux.namespaces import NAMESPACES
 
 
 def configure(p):
@@ -69,8 +69,10 @@ def build_process(args, base: dict) -> dict:
         process["capabilities"] = caps
     if args.no_new_privs:
         process["noNewPrivileges"] = True
-    if args.apparmor or args.process_label:
+    if args.apparmor:
         process["apparmorProfile"] = args.apparmor
+    if args.process_label:
+        process["selinuxLabel"] = args.process_label
     return process
 
 
@@ -84,7 +86,6 @@ def run(args) -> int:
     config = container.config
     process = build_process(args, config.get("process") or {})
     if process.get("apparmorProfile") or process.get("selinuxLabel"):
-        from dockyard.errors import Unsupported
         raise Unsupported("apparmor and selinux are not enabled on this system")
     namespaces = [(n["type"], f"/proc/{container.pid}/ns/{NAMESPACES[n['type']][1]}")
                   for n in config["linux"].get("namespaces", [])]
