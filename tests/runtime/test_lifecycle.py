@@ -213,3 +213,26 @@ def test_state_of_init_killed_from_outside(runtime, bundle):
     runtime.ok("run", "-d", "--bundle", bundle(["sleep", "60"]), cid)
     os.kill(runtime.state(cid)["pid"], signal.SIGKILL)
     wait_status(runtime, cid, "stopped")
+
+
+def test_state_is_creating_while_hooks_run(ours, bundle, tmp_path):
+    """While create runs (here: stuck in a createRuntime hook), state says "creating".
+    (Debian's runc 1.1.5 says the container does not exist until create is done.)"""
+    runtime = ours
+    import subprocess
+    gate = tmp_path / "gate"
+
+    def edit(c):
+        c["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done"]}]}
+    cid = new_id()
+    proc = subprocess.Popen([runtime.path, "--root", runtime.root, "create", "--bundle", bundle(["true"], edit), cid],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while runtime("state", cid).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runtime.state(cid)["status"] == "creating"
+    finally:
+        gate.touch()
+        assert proc.wait(20) == 0
+    assert runtime.state(cid)["status"] == "created"

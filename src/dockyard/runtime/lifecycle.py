@@ -81,11 +81,14 @@ def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=
             preserve_fds=extra, no_pivot=no_pivot, foreground=foreground)
 
         def on_pid(pid):
-            container.record["pid"] = pid
-            container.record["init_start_time"] = proc_start_time(pid)
+            # Saved as soon as there is a process, so `delete --force` can clean up after a
+            # create that was itself killed half-way.
+            container.record.update(pid=pid, init_start_time=proc_start_time(pid), creating=True)
             container.save()
 
         started = launch.start(spec, on_pid)
+        del container.record["creating"]
+        container.save()
         started.console = own_console
         os.close(fifo_fd)
         fifo_fd = None

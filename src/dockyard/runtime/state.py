@@ -118,6 +118,8 @@ class Container:
     def status(self, cgroup=None) -> str:
         if not self.init_alive():
             return STOPPED
+        if self.record.get("creating"):
+            return CREATING
         if cgroup is not None and cgroup.exists() and cgroup.is_frozen():
             return PAUSED
         if os.path.exists(self.fifo_path):
