@@ -191,6 +191,9 @@ def test_annotations_in_state(runtime, bundle):
 
 
 def test_signals_are_not_ignored_or_blocked(runtime, bundle):
-    """Python ignores SIGPIPE and SIGXFSZ for itself; the container's process must not inherit that."""
+    """Python ignores SIGPIPE and SIGXFSZ for itself; the container's process must not inherit
+    that. (Signals the C library reserves, 32 and 33, may be ignored by whoever started us.)"""
     out = runtime.output(bundle(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]))
-    assert {line.split()[0]: int(line.split()[1], 16) for line in out.splitlines()} == {"SigBlk:": 0, "SigIgn:": 0}
+    masks = {line.split()[0]: int(line.split()[1], 16) for line in out.splitlines()}
+    assert masks["SigBlk:"] == 0
+    assert masks["SigIgn:"] & ~(0b11 << 31) == 0

@@ -180,7 +180,10 @@ def signal_init(container: Container, sig: int) -> None:
     try:
         if not container.init_alive():
             raise Conflict("container not running")
-        signal.pidfd_send_signal(pidfd, sig)
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except ProcessLookupError:
+            raise Conflict("container not running") from None  # it exited just now
     finally:
         os.close(pidfd)
 
