@@ -9,6 +9,7 @@ bytes, so it needs neither libseccomp state nor any allocation beyond one small 
 else is: no dataclasses or functools, which would cost more than the rest of the module.
 """
 
+import collections
 import ctypes
 import errno
 import os
@@ -46,43 +47,12 @@ _SOCK_FILTER_SIZE = 8  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
 BPF_MAXINSNS = 4096
 
 
-class CompiledFilter:
-    """A ready-to-load filter: plain data, so it is computed before fork and pickles cleanly.
-    Immutable, compared and hashed by value."""
+class CompiledFilter(collections.namedtuple("CompiledFilter", "program flags notify")):
+    """A ready-to-load filter: plain, immutable data, so it is computed before fork and
+    pickles cleanly. program: raw struct sock_filter array; flags: SECCOMP_FILTER_FLAG_* for
+    seccomp(2); notify: uses SCMP_ACT_NOTIFY, so install() returns a listener fd."""
 
-    __slots__ = ("program", "flags", "notify")
-
-    program: bytes  # raw struct sock_filter array
-    flags: int  # SECCOMP_FILTER_FLAG_* for seccomp(2)
-    notify: bool  # uses SCMP_ACT_NOTIFY: install() returns a listener fd
-
-    def __init__(self, program: bytes, flags: int, notify: bool):
-        object.__setattr__(self, "program", program)
-        object.__setattr__(self, "flags", flags)
-        object.__setattr__(self, "notify", notify)
-
-    def _key(self) -> tuple:
-        return (self.program, self.flags, self.notify)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return f"CompiledFilter(program={self.program!r}, flags={self.flags!r}, notify={self.notify!r})"
-
-    def __reduce__(self):
-        return (CompiledFilter, self._key())
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"cannot delete field {name!r}")
+    __slots__ = ()
 
 
 class _ArgCmp(ctypes.Structure):

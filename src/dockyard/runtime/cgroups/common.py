@@ -5,6 +5,7 @@ v1 and v2 (pids, kill_all, destroy)."""
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import posixpath
@@ -136,43 +137,11 @@ def device_rule(rule: dict) -> tuple[str, int, int, str]:
 # --- locating hierarchies ---------------------------------------------------------------------
 
 
-class Mount:
-    """One line of mountinfo; immutable, compared and hashed by value."""
+class Mount(collections.namedtuple("Mount", "root mountpoint fstype super_options")):
+    """One line of mountinfo. root: the part of the hierarchy this mount shows ("/" unless
+    bind-mounted or namespaced); super_options: a tuple of the superblock's options."""
 
-    __slots__ = ("root", "mountpoint", "fstype", "super_options")
-
-    root: str  # the part of the hierarchy this mount shows ("/" unless bind-mounted or namespaced)
-    mountpoint: str
-    fstype: str
-    super_options: tuple[str, ...]
-
-    def __init__(self, root: str, mountpoint: str, fstype: str, super_options: tuple[str, ...]):
-        setattr_ = object.__setattr__
-        setattr_(self, "root", root)
-        setattr_(self, "mountpoint", mountpoint)
-        setattr_(self, "fstype", fstype)
-        setattr_(self, "super_options", super_options)
-
-    def _key(self) -> tuple:
-        return (self.root, self.mountpoint, self.fstype, self.super_options)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (f"Mount(root={self.root!r}, mountpoint={self.mountpoint!r}, fstype={self.fstype!r}, "
-                f"super_options={self.super_options!r})")
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"cannot delete field {name!r}")
+    __slots__ = ()
 
 
 def _unescape(field: str) -> str:
