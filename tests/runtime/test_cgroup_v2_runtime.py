@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import PEERS, Runtime, new_id, unavailable
+from conftest import CGROUP_PARENT, PEERS, Runtime, new_id, unavailable
 from tests.fixtures.host import cgroup_roots
 
 V2_ROOT = next((r for r in cgroup_roots() if r.endswith("/unified")), None)
@@ -17,6 +17,27 @@ MOUNT_V2 = ["unshare", "-m", "--propagation", "private", "sh", "-c",
             'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"', "sh"]
 
 pytestmark = pytest.mark.skipif(V2_ROOT is None, reason="no cgroup2 hierarchy on this host")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_v2_root():
+    """Runtimes enable controllers in their cgroup's ancestors (as they must); put the
+    hierarchy's root back as it was, once our cgroups are gone."""
+    control = os.path.join(V2_ROOT, "cgroup.subtree_control")
+    with open(control) as f:
+        before = set(f.read().split())
+    yield
+    parent = os.path.join(V2_ROOT, CGROUP_PARENT)
+    if os.path.isdir(parent):
+        for child in os.listdir(parent):
+            if os.path.isdir(os.path.join(parent, child)):
+                os.rmdir(os.path.join(parent, child))
+        os.rmdir(parent)
+    with open(control) as f:
+        added = set(f.read().split()) - before
+    for controller in added:
+        with open(control, "w") as f:
+            f.write(f"-{controller}")
 
 
 @pytest.fixture(params=["dockyard-runc", "runc"])
@@ -64,3 +85,18 @@ def test_device_rules_by_ebpf(v2runtime, bundle):
             caps[key].append("CAP_MKNOD")
     out = v2runtime.output(bundle(["sh", "-c", "cat /dev/null && echo null-ok; mknod /tmp/mem c 1 1 && (head -c1 /tmp/mem >/dev/null 2>&1 && echo mem-open || echo mem-denied)"], edit))
     assert out.split() == ["null-ok", "mem-denied"]
+
+
+def test_hugetlb_limit(v2runtime, bundle):
+    """This host's cgroup2 hierarchy holds the hugetlb controller: a real v2 resource limit."""
+    with open(os.path.join(V2_ROOT, "cgroup.controllers")) as f:
+        if "hugetlb" not in f.read().split():
+            pytest.skip("no hugetlb controller on the cgroup2 hierarchy")
+    if not os.path.isdir("/sys/kernel/mm/hugepages/hugepages-2048kB"):
+        pytest.skip("no 2MB huge pages on this host")
+    b = bundle(["sleep", "60"], lambda c: c["linux"]["resources"].update(
+        hugepageLimits=[{"pageSize": "2MB", "limit": 4 << 20}]))
+    cid = new_id()
+    v2runtime.ok("run", "-d", "--bundle", b, cid)
+    with open(os.path.join(cgroup_dir(b), "hugetlb.2MB.max")) as f:
+        assert int(f.read()) == 4 << 20
