@@ -197,3 +197,15 @@ def test_signals_are_not_ignored_or_blocked(runtime, bundle):
     masks = {line.split()[0]: int(line.split()[1], 16) for line in out.splitlines()}
     assert masks["SigBlk:"] == 0
     assert masks["SigIgn:"] & ~(0b11 << 31) == 0
+
+
+@pytest.mark.parametrize("new_keyring", [True, False])
+def test_session_keyring(runtime, bundle, new_keyring):
+    """A session keyring of the container's own, named after it, unless --no-new-keyring."""
+    def edit(c):
+        c["linux"]["maskedPaths"] = [p for p in c["linux"]["maskedPaths"] if p != "/proc/keys"]
+    cid = "kr" + os.urandom(4).hex()
+    flags = [] if new_keyring else ["--no-new-keyring"]
+    r = runtime("run", *flags, "--bundle", bundle(["cat", "/proc/keys"], edit), cid)
+    assert r.returncode == 0, r.stderr
+    assert (f"_ses.{cid}" in r.stdout) == new_keyring

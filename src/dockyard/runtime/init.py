@@ -8,13 +8,14 @@ Everything here runs in a forked child: it never returns; errors go to the paren
 needs is imported up front: after pivot_root the host's files are out of reach, and importing
 code from the container's filesystem as host root is exactly what must never happen."""
 
+import errno
 import os
 import signal
 import socket
 import sys
 
 from dockyard.errors import InvalidArgument
-from dockyard.linux import capabilities, prctl, user
+from dockyard.linux import capabilities, keyring, prctl, user
 from dockyard.linux import fds as fdutil
 from dockyard.linux import seccomp as kernel_seccomp
 from dockyard.linux.libc import check, libc
@@ -27,6 +28,8 @@ def container_init(launch, sock: socket.socket) -> None:
     try:
         sync.expect(sock, "go")
         os.setsid()
+        if launch.new_keyring:
+            _join_keyring(launch.container_id)
         config, process = launch.config, launch.process
         linux = config.get("linux", {})
         new = launch.new_namespaces
@@ -156,6 +159,16 @@ def _chdir(cwd: str) -> None:
         here = ""
     if not here.startswith("/"):
         raise InvalidArgument(f"current working directory {cwd!r} is outside of the container root")
+
+
+def _join_keyring(container_id: str) -> None:
+    try:
+        keyring.join_session_keyring(f"_ses.{container_id}")
+    except OSError as e:
+        # Kernels built without keys, or a seccomp profile denying keyctl around us: runc
+        # carries on without a keyring of its own there too.
+        if e.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+            raise
 
 
 def _wait_for_start(fifo_fd: int) -> None:

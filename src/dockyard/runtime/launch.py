@@ -27,7 +27,8 @@ class Launch:
     def __init__(self, *, container_id: str, config: dict, process: dict, bundle: str,
                  rootfs: str, init: bool, namespaces: list, host_binary: set, cgroup=None,
                  seccomp=None, console: socket.socket | None = None, fifo_fd: int | None = None,
-                 preserve_fds: int = 0, no_pivot: bool = False, foreground: bool = False):
+                 preserve_fds: int = 0, no_pivot: bool = False, new_keyring: bool = True,
+                 foreground: bool = False):
         self.container_id = container_id
         self.config = config            # the container's config.json, as saved at create
         self.process = process          # config["process"] for init, process.json for exec
@@ -42,6 +43,7 @@ class Launch:
         self.fifo_fd = fifo_fd
         self.preserve_fds = preserve_fds
         self.no_pivot = no_pivot
+        self.new_keyring = new_keyring  # a session keyring of its own (runc's default)
         self.foreground = foreground    # stage 1 waits for stage 2 and exits with its status
 
     @property

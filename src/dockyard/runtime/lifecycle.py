@@ -29,7 +29,7 @@ def load(root: str, container_id: str):
 
 
 def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=None,
-           no_pivot=False, preserve_fds=0, foreground=False):
+           no_pivot=False, new_keyring=True, preserve_fds=0, foreground=False):
     """Set up the container and leave its init blocked on exec.fifo. Returns (container, started).
     A foreground caller with a terminal and no console socket gets the pty master itself
     (started.console), as `runc run` does."""
@@ -78,7 +78,7 @@ def create(root: str, container_id: str, bundle: str, *, console=None, pid_file=
             container_id=container_id, config=config, process=process, bundle=bundle,
             rootfs=rootfs, init=True, namespaces=namespaces, host_binary=host_runtime_identity(),
             cgroup=cgroup, seccomp=seccomp, console=console, fifo_fd=fifo_fd,
-            preserve_fds=extra, no_pivot=no_pivot, foreground=foreground)
+            preserve_fds=extra, no_pivot=no_pivot, new_keyring=new_keyring, foreground=foreground)
 
         def on_pid(pid):
             # Saved as soon as there is a process, so `delete --force` can clean up after a

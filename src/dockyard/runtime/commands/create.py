@@ -19,7 +19,8 @@ def run(args) -> int:
     console = connect_console_socket(args.console_socket) if args.console_socket else None
     try:
         lifecycle.create(args.root, args.container_id, args.bundle, console=console,
-                         pid_file=args.pid_file, no_pivot=args.no_pivot, preserve_fds=args.preserve_fds)
+                         pid_file=args.pid_file, no_pivot=args.no_pivot,
+                         new_keyring=not args.no_new_keyring, preserve_fds=args.preserve_fds)
     finally:
         if console is not None:
             console.close()

@@ -21,7 +21,8 @@ def run(args) -> int:
     try:
         container, started = lifecycle.create(
             args.root, args.container_id, args.bundle, console=console, pid_file=args.pid_file,
-            no_pivot=args.no_pivot, preserve_fds=args.preserve_fds, foreground=not args.detach)
+            no_pivot=args.no_pivot, new_keyring=not args.no_new_keyring,
+            preserve_fds=args.preserve_fds, foreground=not args.detach)
     finally:
         if console is not None:
             console.close()
