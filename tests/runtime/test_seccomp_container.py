@@ -70,3 +70,42 @@ def test_exec_gets_the_containers_filter(runtime, bundle):
     r = runtime("exec", cid, "mkdir", "/tmp/y")
     assert r.returncode != 0
     assert "Permission denied" in r.stderr
+
+
+def test_notify_listener_gets_the_fd_and_state(runtime, bundle, tmp_path):
+    """SCMP_ACT_NOTIFY: the runtime hands the listener fd and the container process state to
+    the agent at listenerPath (config-linux.md §The Container Process State)."""
+    import socket
+    import threading
+
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    got = {}
+
+    def agent():
+        conn, _ = server.accept()
+        msg, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+        got["state"] = json.loads(msg)
+        got["fds"] = fds
+        conn.close()
+    t = threading.Thread(target=agent)
+    t.start()
+
+    def edit(c):
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+                                 "listenerMetadata": "meta",
+                                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}
+    cid = new_id()
+    runtime.ok("create", "--bundle", bundle(["true"], edit), cid)
+    t.join(10)
+    server.close()
+    for fd in got.get("fds", []):
+        os.close(fd)
+    assert len(got["fds"]) == 1
+    state = got["state"]
+    assert state["fds"] == ["seccompFd"]
+    assert state["metadata"] == "meta"
+    assert state["state"]["id"] == cid
+    assert state["pid"] == runtime.state(cid)["pid"]
