@@ -164,3 +164,12 @@ def test_rlimit_above_hard_limit_without_cap_sys_resource(ours, bundle):
         pytest.skip("this machine has CAP_SYS_RESOURCE")
     assert "RLIMIT_NOFILE" in one_line_error(r)
     assert_nothing_left(ours, cid, b)
+
+
+def test_delete_force_clears_what_a_killed_create_left(ours, bundle):
+    """A create killed before it wrote state.json leaves its directory; the id must not stay taken."""
+    cid = new_id()
+    os.makedirs(os.path.join(ours.root, cid))
+    assert ours("create", "--bundle", bundle(["true"]), cid).returncode != 0
+    ours.ok("delete", "--force", cid)
+    ours.ok("create", "--bundle", bundle(["true"]), cid)

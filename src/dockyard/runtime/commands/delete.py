@@ -4,7 +4,7 @@ deleted without --force (its waiting init is killed); a running one needs --forc
 from dockyard.errors import Conflict, NotFound
 
 from .. import lifecycle
-from ..state import CREATED, STOPPED
+from ..state import CREATED, STOPPED, Container
 
 
 def configure(p):
@@ -17,6 +17,8 @@ def run(args) -> int:
         container, cgroup = lifecycle.load(args.root, args.container_id)
     except NotFound:
         if args.force:
+            # A create killed before it recorded anything leaves only its directory behind.
+            Container(args.root, args.container_id, {}).remove()
             return 0
         raise
     status = container.status(cgroup)
