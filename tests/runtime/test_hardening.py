@@ -72,3 +72,13 @@ def test_container_cannot_see_runtime_state(runtime, bundle):
     runtime.ok("create", "--bundle", bundle(["true"]), cid)
     r = runtime("exec", cid, "sh", "-c", f"ls -d {runtime.root} 2>/dev/null")
     assert r.stdout == ""
+
+
+def test_no_host_fd_reaches_an_exec(runtime, bundle):
+    cid = new_id()
+    runtime.ok("run", "-d", "--bundle", bundle(["sleep", "60"]), cid)
+    r = subprocess.run(["sh", "-c", 'exec 7</etc/hostname; exec "$@"', "sh", runtime.path,
+                        "--root", runtime.root, "exec", cid, "ls", "/proc/self/fd"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "1", "2", "3"]
