@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -78,11 +79,21 @@ def timed(argv: list[str], env: dict | None = None, stdout=subprocess.DEVNULL, s
           timeout: float = 60) -> tuple[float, subprocess.CompletedProcess]:
     """Run `argv` once; wall time in ms from spawn to exit, as a caller of the CLI sees it.
     stdin is /dev/null; by default stderr is captured into the result (a pipe: only for commands
-    that do not hand their stdio to a container that outlives them)."""
+    that do not hand their stdio to a container that outlives them).
+
+    The timeout is a watchdog thread, not subprocess's own: with a timeout, Popen.wait polls
+    with sleeps of up to 50 ms, which would round every figure up to that grain."""
     t0 = time.perf_counter_ns()
-    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
-                          stderr=subprocess.PIPE if stderr is None else stderr, timeout=timeout)
-    return (time.perf_counter_ns() - t0) / 1e6, proc
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.PIPE if stderr is None else stderr)
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        out, err = proc.communicate()
+    finally:
+        watchdog.cancel()
+    ms = (time.perf_counter_ns() - t0) / 1e6
+    return ms, subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def median(samples: list[float]) -> float:
