@@ -8,6 +8,18 @@ import time
 from conftest import new_id
 
 
+def wait_for(predicate, timeout=10.0):
+    """Poll until predicate() is true: containers start at their own pace on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the container"
+        time.sleep(0.02)
+
+
+def ready_file(b):
+    return os.path.join(b, "rootfs/tmp/ready")
+
+
 def wait_status(rt, cid, status, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,9 +65,9 @@ def test_start_twice_fails(runtime, bundle):
 
 def test_kill_positional_signal(runtime, bundle):
     cid = new_id()
-    b = bundle(["sh", "-c", "trap 'echo got-usr1 > /tmp/sig; exit 0' USR1; while true; do sleep 0.1; done"])
+    b = bundle(["sh", "-c", "trap 'echo got-usr1 > /tmp/sig; exit 0' USR1; : > /tmp/ready; while true; do sleep 0.1; done"])
     runtime.ok("run", "-d", "--bundle", b, cid)
-    time.sleep(0.3)
+    wait_for(lambda: os.path.exists(ready_file(b)))
     runtime.ok("kill", cid, "USR1")
     wait_status(runtime, cid, "stopped")
     with open(os.path.join(b, "rootfs/tmp/sig")) as f:
@@ -64,8 +76,9 @@ def test_kill_positional_signal(runtime, bundle):
 
 def test_kill_default_is_sigterm(runtime, bundle):
     cid = new_id()
-    runtime.ok("run", "-d", "--bundle", bundle(["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]), cid)
-    time.sleep(0.3)
+    b = bundle(["sh", "-c", "trap 'exit 0' TERM; : > /tmp/ready; while true; do sleep 0.1; done"])
+    runtime.ok("run", "-d", "--bundle", b, cid)
+    wait_for(lambda: os.path.exists(ready_file(b)))
     runtime.ok("kill", cid)
     wait_status(runtime, cid, "stopped")
 
@@ -73,7 +86,7 @@ def test_kill_default_is_sigterm(runtime, bundle):
 def test_kill_all_reaches_every_process(runtime, bundle):
     cid = new_id()
     runtime.ok("run", "-d", "--bundle", bundle(["sh", "-c", "sleep 100 & sleep 100 & wait"]), cid)
-    time.sleep(0.3)
+    wait_for(lambda: len(json.loads(runtime.ok("ps", "--format", "json", cid))) == 3)
     runtime.ok("kill", "--all", cid, "KILL")
     wait_status(runtime, cid, "stopped")
 
@@ -124,8 +137,9 @@ def test_pause_resume(runtime, bundle):
 
 def test_ps_json_lists_container_processes(runtime, bundle):
     cid = new_id()
-    runtime.ok("run", "-d", "--bundle", bundle(["sh", "-c", "sleep 60 & wait"]), cid)
-    time.sleep(0.3)
+    b = bundle(["sh", "-c", "sleep 60 & : > /tmp/ready; wait"])
+    runtime.ok("run", "-d", "--bundle", b, cid)
+    wait_for(lambda: os.path.exists(ready_file(b)))
     pids = json.loads(runtime.ok("ps", "--format", "json", cid))
     assert runtime.state(cid)["pid"] in pids
     assert len(pids) == 2
@@ -133,8 +147,9 @@ def test_ps_json_lists_container_processes(runtime, bundle):
 
 def test_exec_runs_in_the_container(runtime, bundle):
     cid = new_id()
-    runtime.ok("run", "-d", "--bundle", bundle(["sh", "-c", "echo marker > /tmp/m; sleep 60"]), cid)
-    time.sleep(0.3)
+    b = bundle(["sh", "-c", "echo marker > /tmp/m; sleep 60"])
+    runtime.ok("run", "-d", "--bundle", b, cid)
+    wait_for(lambda: os.path.exists(os.path.join(b, "rootfs/tmp/m")))
     assert runtime.ok("exec", cid, "cat", "/tmp/m") == "marker\n"
     # Same pid namespace: the init is pid 1 there.
     # busybox sh execs its last command, so pid 1 is now `sleep 60`.
