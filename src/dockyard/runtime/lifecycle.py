@@ -142,23 +142,26 @@ def start(container: Container, cgroup) -> None:
         raise Conflict({STOPPED: "cannot start a container that has stopped",
                         RUNNING: "cannot start an already running container",
                         PAUSED: "cannot start a paused container"}.get(status, f"cannot start a container in state {status}"))
-    fifo = os.open(container.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # The pidfd first: once the fifo is open the init runs, and a short-lived program may
+    # have exited (and been reaped by our caller) before we would look for it.
     try:
         pidfd = os.pidfd_open(container.pid)
+    except ProcessLookupError:
+        raise SystemFailure("container init died before it could be started") from None
+    try:
+        fifo = os.open(container.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             while True:
                 readable, _, _ = select.select([fifo, pidfd], [], [])
-                if fifo in readable:
-                    data = os.read(fifo, 1)
-                    if data:
-                        break
+                if fifo in readable and os.read(fifo, 1):
+                    break
                 if pidfd in readable:
                     raise SystemFailure("container init died before it could be started")
                 time.sleep(0.001)  # a writer has not opened its end yet
         finally:
-            os.close(pidfd)
+            os.close(fifo)
     finally:
-        os.close(fifo)
+        os.close(pidfd)
     os.unlink(container.fifo_path)
     poststart = container.config.get("hooks", {}).get("poststart", [])
     if poststart:
