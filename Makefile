@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FIXTURES := build/fixtures
 APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux
 
-.PHONY: run test test-slow bench setup apt venv bytecode fixtures clean
+.PHONY: run test test-slow bench setup apt venv bytecode fixtures proto clean
 
 run: setup
 	$(VENV)/bin/dockyard-runc --root build/run-state run --bundle $(FIXTURES)/busybox/bundle dockyard-hello-$$$$
@@ -47,6 +47,20 @@ fixtures: $(FIXTURES)/.built
 $(FIXTURES)/.built: tests/fixtures/busybox.py $(VENV)/.installed
 	$(PY) tests/fixtures/busybox.py $(FIXTURES)
 	touch $@
+
+PROTOS = $(shell find src/dockyard/api -name '*.proto' | LC_ALL=C sort)
+
+# The gRPC modules under src/dockyard/api are generated and committed: after editing a .proto,
+# run `make proto`. `-I src` names every file dockyard/api/…, so the generated code imports
+# `dockyard.api…` as it stands; grpcio-tools is pinned (the `proto` extra) so output is stable.
+proto: venv
+	$(PY) -m pip install -q -e '.[proto]'
+	find src/dockyard/api -name '*_pb2*.py' -delete -o -name '*_pb2*.pyi' -delete
+	$(PY) -m grpc_tools.protoc -I src --python_out=src --pyi_out=src $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I src --grpc_python_out=src $$(grep -l '^service ' $(PROTOS))
+	for d in $$(dirname $(PROTOS) | sort -u); do \
+		while [ "$$d" != src/dockyard ]; do [ -e $$d/__init__.py ] || touch $$d/__init__.py; d=$$(dirname $$d); done; \
+	done
 
 clean:
 	rm -rf build

@@ -5,6 +5,10 @@ import sys
 
 import pytest
 
+# Before any test imports grpc: forked children must stay single-threaded (see
+# dockyard.containerd.daemon).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
