@@ -1,9 +1,25 @@
-"""Dockyard-shim, one process per container, parent and subreaper of its init."""
+"""dockyard-shim: one process per container (containerd-shim-runc-v2's role). It is the parent
+and child subreaper of the container's init, runs the OCI runtime CLI for it, owns its stdio
+and json-file log, records its exit status on disk, and outlives dockyardd and
+dockyard-containerd. Modules:
+
+  protocol  the framed request/response protocol on shim.sock (pure, documented there)
+  jsonlog   Docker's json-file entries and line splitting (pure)
+  logfile   the rotating log file
+  daemon    the running shim: event loop, processes, runtime calls
+  cli       `dockyard-shim start` / `dockyard-shim delete`
+  client    ShimClient, for dockyard-containerd and tests
+
+The daemon is this same entry point with containerd-style flags (`-namespace NS -id ID …`) and
+no verb, which keeps argparse and everything else a short-lived verb needs out of its memory."""
 
 import sys
 
 
-def main() -> int:
-    # The console script exists so installs are stable across issues; the program is not built yet.
-    print("dockyard-shim: not implemented in this release", file=sys.stderr)
-    return 2
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("start", "delete", "-h", "--help"):
+        from . import cli
+        return cli.main(argv)
+    from . import daemon
+    return daemon.main(argv)
