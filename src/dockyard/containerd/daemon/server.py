@@ -23,7 +23,7 @@ from concurrent import futures
 import grpc
 
 import dockyard
-from dockyard.containerd.metadata import MetadataDB
+from dockyard.containerd.daemon.backends import Backends
 from dockyard.errors import Conflict, DockyardError, SystemFailure
 
 from . import config as config_module
@@ -86,7 +86,7 @@ class Server:
         self.config = config
         self._grpc: grpc.Server | None = None
         self._root_fd: int | None = None
-        self._metadata: MetadataDB | None = None
+        self._backends: Backends | None = None
         self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
         self._should_exit = threading.Event()
         self._force_exit = threading.Event()
@@ -110,12 +110,12 @@ class Server:
         _make_dir(os.path.dirname(cfg.address), 0o700)
         self._lock_root()
         _claim_socket(cfg.address)
-        self._metadata = MetadataDB(cfg.root)
+        self._backends = Backends(cfg.root, cfg.state)
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
                                                         thread_name_prefix="grpc"),
                              interceptors=[ErrorInterceptor()], options=config_module.GRPC_OPTIONS)
-        names = services.register(server, self._metadata)
+        names = services.register(server, self._backends)
         self._bind(server, cfg.address)
         self._grpc = server
         server.start()
@@ -160,9 +160,9 @@ class Server:
             self._grpc = None
             log.info("stopped")
         self._remove_socket()
-        if self._metadata is not None:
-            self._metadata.close()
-            self._metadata = None
+        if self._backends is not None:
+            self._backends.close()
+            self._backends = None
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None

@@ -8,13 +8,12 @@ starts each call with `daemon.namespace.required(context)`.
 
 import grpc
 
-from dockyard.containerd.metadata import MetadataDB
-
+from ..backends import Backends
 from . import namespaces, version
 
 
-def register(server: grpc.Server, db: MetadataDB) -> list[str]:
+def register(server: grpc.Server, backends: Backends) -> list[str]:
     """Registers every implemented service on `server`; returns their names for the log."""
     version.register(server)
-    namespaces.register(server, db.namespaces)
+    namespaces.register(server, backends.db.namespaces)
     return ["version", "namespaces"]
