@@ -15,6 +15,7 @@ import errno
 import json
 import os
 
+from dockyard import atomicfile
 from dockyard.errors import InvalidArgument, Unsupported
 from dockyard.linux import seccomp as kernel
 from dockyard.linux.seccomp import CompiledFilter
@@ -285,25 +286,8 @@ def _read_cached(path: str) -> bytes | None:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    import tempfile  # a cache miss only, which pays for libseccomp anyway
-
-    parent = os.path.dirname(path) or "."
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=".bpf")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    dirfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    atomicfile.write(path, data, 0o600)
 
 
 def send_listener(listener_path: str, fd: int, state: dict, metadata: str = "") -> None:

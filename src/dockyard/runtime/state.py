@@ -8,6 +8,7 @@ import os
 import string
 import time
 
+from dockyard import atomicfile
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
 DEFAULT_ROOT = "/run/dockyard/runc"
@@ -42,14 +43,7 @@ def now_rfc3339() -> str:
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    atomicfile.write(path, data, mode)
 
 
 class Container:

@@ -18,6 +18,8 @@ import select
 import sys
 import time
 
+from dockyard import atomicfile
+
 from . import protocol as P
 from .jsonlog import LineSplitter, encode_entry, rfc3339nano
 from .logfile import LogFile
@@ -37,30 +39,14 @@ SOCKET, PID_FILE, EXIT_FILE, INIT_PID, DIAG_LOG = "shim.sock", "shim.pid", "exit
 
 
 def own_file(name: str) -> bool:
-    return (name in (SOCKET, PID_FILE, EXIT_FILE, INIT_PID, DIAG_LOG, EXIT_FILE + ".tmp", PID_FILE + ".tmp")
+    return (name in (SOCKET, PID_FILE, EXIT_FILE, INIT_PID, DIAG_LOG)
+            or name.startswith((EXIT_FILE + ".tmp", PID_FILE + ".tmp"))  # atomicfile's
             or (name.startswith(("console-", "exec-")) and name.endswith((".sock", ".pid"))))
 
 
 def exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """tmp, fsync, rename, fsync the directory: the file is whole or absent after a crash."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class Config:
@@ -693,7 +679,7 @@ class Shim:
         proc.status, proc.exit_status, proc.exited_at = STOPPED, code, rfc3339nano(ns)
         if proc.exec_id == "":
             try:
-                write_atomic(os.path.join(self.cfg.dir, EXIT_FILE),
+                atomicfile.write(os.path.join(self.cfg.dir, EXIT_FILE),
                              P.dumps({"status": code, "exited_at": proc.exited_at}).encode())
             except OSError as e:
                 self.diag(f"writing the exit file: {e.strerror}")
@@ -1020,7 +1006,7 @@ def main(argv: list[str]) -> int:
                 os.set_inheritable(fd, False)  # not into the runtime, nor the container
         listener = _socket.socket(fileno=cfg.socket_fd)
         shim = Shim(cfg, listener)
-        write_atomic(os.path.join(cfg.dir, PID_FILE), str(os.getpid()).encode())
+        atomicfile.write(os.path.join(cfg.dir, PID_FILE), str(os.getpid()).encode())
     except Exception as e:  # reported to `start`, which cleans up
         if ready >= 0:
             os.write(ready, f"error: {e}\n".encode())
