@@ -29,6 +29,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import REPO, Interrupted, Reaper, first_line, remove_cgroup_tree, table, unwind_on_signals  # noqa: E402
 from tests.fixtures import busybox  # noqa: E402
+from tests.fixtures.host import processes  # noqa: E402
 
 sys.path.insert(0, os.path.join(REPO, "tests", "runtime"))
 from containerd_peer import Containerd, missing_tools  # noqa: E402
@@ -146,23 +147,13 @@ def peer(workdir: str, count: int, settle: float) -> list[dict]:
                 raise RuntimeError(f"ctr run -d: {first_line(r.stderr.decode(errors='replace'))}")
             ctd.wait_status(cid, "RUNNING")
         time.sleep(settle)
-        pids = [pid for pid, argv in _processes()
+        pids = [pid for pid, argv in processes()
                 if argv and os.path.basename(argv[0]) == "containerd-shim-runc-v2" and ctd.address in argv]
         if len(pids) != count:
             raise RuntimeError(f"found {len(pids)} containerd-shim-runc-v2 processes for {count} containers")
         return [smaps_rollup(pid) for pid in pids]
     finally:
         ctd.cleanup()
-
-
-def _processes():
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    yield int(name), [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-            except OSError:
-                continue
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 
-from tests.fixtures.host import cgroup_roots, mounts_under
+from tests.fixtures.host import cgroup_roots, mounts_under, processes
 
 NAMESPACE = "dockyard-test"
 SHIM_SOCKET_DIR = "/run/containerd/s"
@@ -223,7 +223,7 @@ oom_score = 0
             pass
         self.stop()
         self._kill_shims()
-        self._kill_container_processes()
+        self._kill_containerprocesses()
         self._unmount_all()
         self._remove_cgroups()
         for cid in self.ids:
@@ -237,7 +237,7 @@ oom_score = 0
 
     def _kill_shims(self) -> None:
         """Shims outlive containerd by design: kill ours, found by our socket in their argv."""
-        for pid, argv in _processes():
+        for pid, argv in processes():
             if argv and os.path.basename(argv[0]) == "containerd-shim-runc-v2" and self.address in argv:
                 _kill(pid)
 
@@ -277,16 +277,6 @@ oom_score = 0
                 os.rmdir(os.path.join(root, NAMESPACE))
             except OSError:
                 pass
-
-
-def _processes():
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    yield int(name), [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-            except OSError:
-                continue
 
 
 def _read_pids(path: str) -> list[int]:
