@@ -223,7 +223,7 @@ oom_score = 0
             pass
         self.stop()
         self._kill_shims()
-        self._kill_containerprocesses()
+        self._kill_container_processes()
         self._unmount_all()
         self._remove_cgroups()
         for cid in self.ids:
