@@ -3,8 +3,10 @@
 import os
 
 from dockyard.containerd.content import LocalContentStore
+from dockyard.containerd.events import EventBroker
 from dockyard.containerd.metadata import MetadataDB
 from dockyard.containerd.snapshots import OverlaySnapshotter
+from dockyard.containerd.tasks import TaskManager
 
 
 class Backends:
@@ -17,6 +19,12 @@ class Backends:
         self.db = MetadataDB(root)
         self.content = LocalContentStore(os.path.join(root, "content"), self.db)
         self.snapshotter = OverlaySnapshotter(os.path.join(root, "snapshots"))
+        # Services publish what they change here (/containers/create …); Events serves it.
+        self.events = EventBroker()
+        # Reconnects to the shims of running tasks before anything is served.
+        self.tasks = TaskManager(state, self.db.containers, self.snapshotter, self.events)
 
     def close(self) -> None:
+        self.tasks.close()
+        self.events.close()
         self.db.close()

@@ -153,6 +153,8 @@ class Server:
         if self._grpc is not None:
             log.info("stopping: draining calls in flight",
                      extra=fields(timeout=self.config.shutdown_timeout))
+            if self._backends is not None:
+                self._backends.events.close()  # subscriptions never end on their own
             drained = self._grpc.stop(self.config.shutdown_timeout)
             while not drained.wait(_DRAIN_POLL):
                 if self._force_exit.is_set():

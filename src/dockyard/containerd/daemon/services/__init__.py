@@ -6,14 +6,29 @@ server's interceptor (`daemon.errors`) turns them into status codes. A namespace
 starts each call with `daemon.namespace.required(context)`.
 """
 
+import functools
+
 import grpc
 
 from ..backends import Backends
 from . import namespaces, version
+from . import containers, content, images, leases, snapshots
+from . import events, tasks
+from ... import gc
 
 
 def register(server: grpc.Server, backends: Backends) -> list[str]:
     """Registers every implemented service on `server`; returns their names for the log."""
     version.register(server)
     namespaces.register(server, backends.db.namespaces)
-    return ["version", "namespaces"]
+    snapshotters = {"overlayfs": backends.snapshotter}
+    collect_garbage = functools.partial(gc.collect, backends.db, backends.content, snapshotters)
+    containers.register(server, backends.db.containers)
+    images.register(server, backends.db.images, collect_garbage)
+    leases.register(server, backends.db.leases, collect_garbage)
+    content.register(server, backends.content)
+    snapshots.register(server, snapshotters)
+    events.register(server, backends.events)
+    tasks.register(server, backends.tasks)
+    return ["version", "namespaces", "containers", "images", "leases", "content", "snapshots",
+            "events", "tasks"]

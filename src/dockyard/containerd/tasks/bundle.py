@@ -1,0 +1,109 @@
+"""A task's bundle directory, `<state>/tasks/<ns>/<id>/` (runtime-and-containerd.md §4.2):
+
+    config.json       the container's OCI spec (root.path "rootfs" when we mount one)
+    rootfs/           the snapshot's mounts, or a bind of a plain directory, or unused
+    task.json         what a restarted daemon needs to find and clean up the task: the runtime,
+                      its --root, the shim's state dir, whether rootfs is mounted
+    json.log          the container's output, written by its shim (Docker's json-file format)
+    exit-published    the exit the daemon has published for the init process, so that a
+                      restarted daemon does not publish it again
+
+The shim keeps its own files (socket, pid, exit status) under `<state>/shims/<ns>/<id>/`.
+Every file is written whole (temporary file, fsync, rename, fsync of the directory).
+"""
+
+import errno
+import json
+import os
+import shutil
+
+from dockyard.containerd.snapshots import Mount, mount_all, unmount_all
+from dockyard.errors import SystemFailure
+
+CONFIG, ROOTFS, RECORD, LOG, EXIT_PUBLISHED = "config.json", "rootfs", "task.json", "json.log", "exit-published"
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_json(path: str):
+    """The JSON object in `path`, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Bundle:
+    def __init__(self, path: str):
+        self.path = path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def rootfs(self) -> str:
+        return self.file(ROOTFS)
+
+    @property
+    def log_path(self) -> str:
+        return self.file(LOG)
+
+    def make(self) -> None:
+        """The directory, new: an existing one belongs to a task we know or are cleaning up."""
+        os.makedirs(os.path.dirname(self.path), mode=0o711, exist_ok=True)
+        os.mkdir(self.path, 0o711)
+        os.mkdir(self.rootfs, 0o755)
+
+    def write_record(self, record: dict) -> None:
+        write_atomic(self.file(RECORD), json.dumps(record).encode())
+
+    def record(self) -> dict | None:
+        return read_json(self.file(RECORD))
+
+    def write_config(self, spec: dict) -> None:
+        write_atomic(self.file(CONFIG), json.dumps(spec).encode(), 0o644)
+
+    def mount_rootfs(self, mounts: list[Mount]) -> None:
+        mount_all(mounts, self.rootfs)
+
+    def exit_published(self) -> dict | None:
+        return read_json(self.file(EXIT_PUBLISHED))
+
+    def mark_exit_published(self, exit_status: int, exited_at: str) -> None:
+        write_atomic(self.file(EXIT_PUBLISHED),
+                     json.dumps({"exit_status": exit_status, "exited_at": exited_at}).encode())
+
+    def remove(self) -> None:
+        """Unmount the rootfs and remove the directory; a parent namespace dir left empty goes too."""
+        if os.path.isdir(self.rootfs):
+            unmount_all(self.rootfs)
+        try:
+            os.rmdir(self.rootfs)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            # Never rmtree through a rootfs that may still be mounted: it would delete the
+            # snapshot's (or the user's directory's) files.
+            raise SystemFailure(f"remove {self.rootfs}: {e.strerror}") from None
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(self.path))
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
