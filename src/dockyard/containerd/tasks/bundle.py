@@ -17,26 +17,11 @@ import json
 import os
 import shutil
 
+from dockyard import atomicfile
 from dockyard.containerd.snapshots import Mount, mount_all, unmount_all
 from dockyard.errors import SystemFailure
 
 CONFIG, ROOTFS, RECORD, LOG, EXIT_PUBLISHED = "config.json", "rootfs", "task.json", "json.log", "exit-published"
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def read_json(path: str):
@@ -71,13 +56,13 @@ class Bundle:
         os.mkdir(self.rootfs, 0o755)
 
     def write_record(self, record: dict) -> None:
-        write_atomic(self.file(RECORD), json.dumps(record).encode())
+        atomicfile.write(self.file(RECORD), json.dumps(record).encode(), 0o600)
 
     def record(self) -> dict | None:
         return read_json(self.file(RECORD))
 
     def write_config(self, spec: dict) -> None:
-        write_atomic(self.file(CONFIG), json.dumps(spec).encode(), 0o644)
+        atomicfile.write(self.file(CONFIG), json.dumps(spec).encode(), 0o644)
 
     def mount_rootfs(self, mounts: list[Mount]) -> None:
         mount_all(mounts, self.rootfs)
@@ -86,7 +71,7 @@ class Bundle:
         return read_json(self.file(EXIT_PUBLISHED))
 
     def mark_exit_published(self, exit_status: int, exited_at: str) -> None:
-        write_atomic(self.file(EXIT_PUBLISHED),
+        atomicfile.write(self.file(EXIT_PUBLISHED),
                      json.dumps({"exit_status": exit_status, "exited_at": exited_at}).encode())
 
     def remove(self) -> None:
