@@ -18,6 +18,8 @@ test-slow: setup
 
 bench: setup
 	$(PY) bench/runtime.py
+	$(PY) bench/shim_memory.py
+	$(PY) bench/task_start.py
 
 setup: apt venv bytecode fixtures
 
