@@ -19,6 +19,7 @@ from dockyard.containerd.daemon.services import images as images_service
 from dockyard.containerd.daemon.services import leases as leases_service
 from dockyard.containerd.daemon.services import namespaces as namespaces_service
 from dockyard.containerd.daemon.services import snapshots as snapshots_service
+from dockyard.containerd.events import EventBroker
 from dockyard.containerd.snapshots import OverlaySnapshotter
 
 
@@ -52,13 +53,13 @@ def namespaces(root, db):
 
 @contextlib.contextmanager
 def containers(root, db):
-    with serving(root, "containers", lambda s: containers_service.register(s, db.containers)) as channel:
+    with serving(root, "containers", lambda s: containers_service.register(s, db.containers, EventBroker())) as channel:
         yield RemoteContainers(channel)
 
 
 @contextlib.contextmanager
 def images(root, db):
-    with serving(root, "images", lambda s: images_service.register(s, db.images, _collect_garbage)) as channel:
+    with serving(root, "images", lambda s: images_service.register(s, db.images, _collect_garbage, EventBroker())) as channel:
         yield RemoteImages(channel)
 
 

@@ -23,8 +23,8 @@ def register(server: grpc.Server, backends: Backends) -> list[str]:
     namespaces.register(server, backends.db.namespaces)
     snapshotters = {"overlayfs": backends.snapshotter}
     collect_garbage = functools.partial(gc.collect, backends.db, backends.content, snapshotters)
-    containers.register(server, backends.db.containers)
-    images.register(server, backends.db.images, collect_garbage)
+    containers.register(server, backends.db.containers, backends.events)
+    images.register(server, backends.db.images, collect_garbage, backends.events)
     leases.register(server, backends.db.leases, collect_garbage)
     content.register(server, backends.content)
     snapshots.register(server, snapshotters)

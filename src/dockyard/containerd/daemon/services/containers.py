@@ -9,9 +9,11 @@ import json
 import grpc
 from google.protobuf import any_pb2, empty_pb2
 
+from dockyard.api.events import container_pb2 as container_events
 from dockyard.api.services.containers.v1 import containers_pb2 as pb
 from dockyard.api.services.containers.v1 import containers_pb2_grpc
 from dockyard.containerd import metadata
+from dockyard.containerd.events import EventBroker
 from dockyard.errors import InvalidArgument, Unsupported
 
 from .. import namespace
@@ -63,8 +65,11 @@ def wire_paths(fieldpaths) -> list[str]:
 
 
 class ContainersService(containers_pb2_grpc.ContainersServicer):
-    def __init__(self, containers: metadata.Containers):
+    """Every change is announced on the event broker (/containers/create|update|delete)."""
+
+    def __init__(self, containers: metadata.Containers, events: EventBroker):
         self._containers = containers
+        self._events = events
 
     def Get(self, request, context):
         ns = namespace.required(context)
@@ -78,19 +83,24 @@ class ContainersService(containers_pb2_grpc.ContainersServicer):
     def Create(self, request, context):
         ns = namespace.required(context)
         created = self._containers.create(ns, from_message(request.container))
+        self._events.publish(ns, "/containers/create", container_events.ContainerCreate(
+            id=created.id, image=created.image, runtime=created.runtime.name))
         return pb.CreateContainerResponse(container=message(created))
 
     def Update(self, request, context):
         ns = namespace.required(context)
         paths = [_PATHS.get(p, p) for p in request.update_mask.paths]
         updated = self._containers.update(ns, from_message(request.container), paths or None)
+        self._events.publish(ns, "/containers/update", container_events.ContainerUpdate(
+            id=updated.id, image=updated.image, labels=updated.labels, snapshot_key=updated.snapshot_key))
         return pb.UpdateContainerResponse(container=message(updated))
 
     def Delete(self, request, context):
         ns = namespace.required(context)
         self._containers.delete(ns, request.id)
+        self._events.publish(ns, "/containers/delete", container_events.ContainerDelete(id=request.id))
         return empty_pb2.Empty()
 
 
-def register(server: grpc.Server, containers: metadata.Containers) -> None:
-    containers_pb2_grpc.add_ContainersServicer_to_server(ContainersService(containers), server)
+def register(server: grpc.Server, containers: metadata.Containers, events: EventBroker) -> None:
+    containers_pb2_grpc.add_ContainersServicer_to_server(ContainersService(containers, events), server)

@@ -6,10 +6,12 @@ from typing import Callable
 import grpc
 from google.protobuf import empty_pb2
 
+from dockyard.api.events import image_pb2 as image_events
 from dockyard.api.services.images.v1 import images_pb2 as pb
 from dockyard.api.services.images.v1 import images_pb2_grpc
 from dockyard.api.types import descriptor_pb2
 from dockyard.containerd import metadata
+from dockyard.containerd.events import EventBroker
 
 from .. import namespace
 
@@ -36,9 +38,12 @@ def from_message(m: pb.Image) -> metadata.Image:
 
 
 class ImagesService(images_pb2_grpc.ImagesServicer):
-    def __init__(self, images: metadata.Images, collect_garbage: Callable[[], object]):
+    """Every change is announced on the event broker (/images/create|update|delete)."""
+
+    def __init__(self, images: metadata.Images, collect_garbage: Callable[[], object], events: EventBroker):
         self._images = images
         self._collect_garbage = collect_garbage
+        self._events = events
 
     def Get(self, request, context):
         ns = namespace.required(context)
@@ -50,20 +55,25 @@ class ImagesService(images_pb2_grpc.ImagesServicer):
 
     def Create(self, request, context):
         ns = namespace.required(context)
-        return pb.CreateImageResponse(image=message(self._images.create(ns, from_message(request.image))))
+        created = self._images.create(ns, from_message(request.image))
+        self._events.publish(ns, "/images/create", image_events.ImageCreate(name=created.name, labels=created.labels))
+        return pb.CreateImageResponse(image=message(created))
 
     def Update(self, request, context):
         ns = namespace.required(context)
         updated = self._images.update(ns, from_message(request.image), list(request.update_mask.paths) or None)
+        self._events.publish(ns, "/images/update", image_events.ImageUpdate(name=updated.name, labels=updated.labels))
         return pb.UpdateImageResponse(image=message(updated))
 
     def Delete(self, request, context):
         ns = namespace.required(context)
         self._images.delete(ns, request.name)
+        self._events.publish(ns, "/images/delete", image_events.ImageDelete(name=request.name))
         if request.sync:
             self._collect_garbage()
         return empty_pb2.Empty()
 
 
-def register(server: grpc.Server, images: metadata.Images, collect_garbage: Callable[[], object]) -> None:
-    images_pb2_grpc.add_ImagesServicer_to_server(ImagesService(images, collect_garbage), server)
+def register(server: grpc.Server, images: metadata.Images, collect_garbage: Callable[[], object],
+             events: EventBroker) -> None:
+    images_pb2_grpc.add_ImagesServicer_to_server(ImagesService(images, collect_garbage, events), server)
