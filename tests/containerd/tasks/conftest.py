@@ -161,7 +161,7 @@ class Env:
 
     # -- containers and tasks --------------------------------------------------------------------
 
-    def container(self, args: list[str], cid: str | None = None) -> str:
+    def container(self, args: list[str], cid: str | None = None, runtime: str = "dockyard-runc") -> str:
         cid = cid or "c" + uuid.uuid4().hex[:10]
         spec = busybox.default_spec(args)
         spec["process"]["terminal"] = False
@@ -169,7 +169,7 @@ class Env:
         spec["linux"]["cgroupsPath"] = cgroup
         self.cgroups.append(cgroup)
         self.containers.Create(cpb.CreateContainerRequest(container=cpb.Container(
-            id=cid, runtime=cpb.Container.Runtime(name="dockyard-runc"),
+            id=cid, runtime=cpb.Container.Runtime(name=runtime),
             spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(spec).encode()))))
         return cid
 
