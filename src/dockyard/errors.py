@@ -24,3 +24,7 @@ class Unsupported(DockyardError):
 
 class SystemFailure(DockyardError):
     """The kernel or a helper process refused; carries the underlying reason."""
+
+
+class NoSpace(SystemFailure):
+    """The disk (or a quota) is full: the operation may succeed once space is freed."""

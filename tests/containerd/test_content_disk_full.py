@@ -7,7 +7,7 @@ import os
 import pytest
 
 from dockyard.containerd.content import LocalContentStore
-from dockyard.errors import SystemFailure
+from dockyard.errors import NoSpace
 from dockyard.linux.mount import MNT_DETACH, mount, umount
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)")
@@ -28,7 +28,7 @@ def test_enospc_during_ingest(small_disk, db):
     store = LocalContentStore(os.path.join(small_disk, "content"), db)
     w = store.writer("moby", "big")
     chunk = b"x" * 65536
-    with pytest.raises(SystemFailure, match="no space left on device"):
+    with pytest.raises(NoSpace, match="no space left on device"):
         for _ in range(64):  # 4 MiB into 1 MiB
             w.write(chunk)
     offset = w.status().offset
@@ -47,7 +47,7 @@ def test_enospc_during_ingest(small_disk, db):
         with pytest.raises(OSError):
             while True:
                 f.write(b"f" * 4096)
-    with pytest.raises(SystemFailure, match="no space left on device"):
+    with pytest.raises(NoSpace, match="no space left on device"):
         store.writer("moby", "another")
     assert [s.ref for s in store.list_statuses("moby")] == ["big"]
     assert len(os.listdir(os.path.join(small_disk, "content", "ingest"))) == 1

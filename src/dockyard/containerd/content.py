@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
+from dockyard.errors import Conflict, InvalidArgument, NoSpace, NotFound, SystemFailure
 
 from . import filters
 from .identifiers import apply_label_update, validate_digest, validate_labels, validate_namespace, validate_ref
@@ -93,7 +93,7 @@ class ContentStore(Protocol):
 
 def _os_error(what: str, e: OSError) -> SystemFailure:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return SystemFailure(f"{what}: no space left on device")
+        return NoSpace(f"{what}: no space left on device")
     return SystemFailure(f"{what}: {e.strerror or e}")
 
 

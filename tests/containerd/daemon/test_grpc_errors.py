@@ -19,6 +19,7 @@ RAISED = {
     "Unsupported": (errors.Unsupported("checkpoints are not supported"), grpc.StatusCode.UNIMPLEMENTED),
     "SystemFailure": (errors.SystemFailure("mount: permission denied"), grpc.StatusCode.INTERNAL),
     "DockyardError": (errors.DockyardError("something we meant"), grpc.StatusCode.UNKNOWN),
+    "NoSpace": (errors.NoSpace("write ingest: no space left on device"), grpc.StatusCode.RESOURCE_EXHAUSTED),
     "ENOSPC": (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), grpc.StatusCode.RESOURCE_EXHAUSTED),
 }
 

@@ -24,8 +24,8 @@ import logging
 
 import grpc
 
-from dockyard.errors import (Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure,
-                             Unsupported)
+from dockyard.errors import (Conflict, DockyardError, InvalidArgument, NoSpace, NotFound,
+                             SystemFailure, Unsupported)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ _CODES: tuple[tuple[type[DockyardError], grpc.StatusCode], ...] = (
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+    (NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SystemFailure, grpc.StatusCode.INTERNAL),
 )
 
@@ -44,6 +45,7 @@ _ERRORS: dict[grpc.StatusCode, type[DockyardError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.UNIMPLEMENTED: Unsupported,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: NoSpace,
 }
 
 _MESSAGE_MAX = 500
