@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 
+from dockyard import cliargs
 from dockyard.errors import DockyardError
 
 COMMANDS = {
@@ -37,18 +38,7 @@ _VALUED_GLOBALS = {"--address", "-a", "--namespace", "-n", "--connect-timeout"}
 
 
 def command_name(argv: list[str]) -> str | None:
-    """The command in argv, found without importing any command module: each call is a fresh
-    interpreter, and only the command in use should be loaded."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _VALUED_GLOBALS:
-            skip = True
-        elif not arg.startswith("-"):
-            name = ALIASES.get(arg, arg)
-            return name if name in COMMANDS else None
-    return None
+    return cliargs.command_name(argv, COMMANDS, _VALUED_GLOBALS, ALIASES)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from dockyard import cliargs
 from dockyard.errors import DockyardError
 
 from . import log
@@ -35,17 +36,7 @@ _VALUED_GLOBALS = {"--root", "--log", "--log-format", "--rootless", "--criu"}
 
 
 def command_name(argv: list[str]) -> str | None:
-    """The verb in argv, found without importing any command module (each call of the runtime
-    is a fresh interpreter: only the one verb in use should be loaded)."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _VALUED_GLOBALS:
-            skip = True
-        elif not arg.startswith("-"):
-            return arg if arg in COMMANDS else None
-    return None
+    return cliargs.command_name(argv, COMMANDS, _VALUED_GLOBALS)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
