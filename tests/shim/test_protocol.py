@@ -58,6 +58,18 @@ def test_responses():
     assert (rid, result, err.code, str(err)) == (5, None, P.CONFLICT, "two lines")
 
 
+def test_events():
+    frame = P.encode_event(P.OOM, oom_kills=2)
+    assert frame[4:6] == bytes((P.VERSION, P.EVENT)) and P.EVENT == 8
+    kind, body = P.FrameDecoder().feed(frame)[0]
+    assert kind == P.EVENT and body == b'{"event":"oom","oom_kills":2}'
+    assert P.decode_event(body) == {"event": "oom", "oom_kills": 2}
+    for bad in (b"[]", b'{"oom_kills": 1}', b'{"event": 1}', b"{"):
+        with pytest.raises(P.ProtocolError):
+            P.decode_event(bad)
+    assert P.decode_request(b'{"id": 1, "method": "subscribe"}') == (1, "subscribe", {})
+
+
 @pytest.mark.parametrize("value", [{}, {"a": [1, -2.5, None, True, "é\u2028\"\\"]}, [], "x", 0,
                                    {"nested": {"deep": [[{}]]}}])
 def test_json_matches_the_json_package(value):

@@ -158,6 +158,18 @@ class ShimClient:
             raise
         return AttachStream(conn)
 
+    def subscribe(self) -> "EventStream":
+        """A new connection switched to the shim's event stream; `.oom_kills` is the count of
+        OOMs the shim had seen when it answered."""
+        conn = _Connection(self.socket_path, self.timeout)
+        try:
+            conn.send(P.encode_request(1, "subscribe", {}))
+            result = self._response(conn, 1)
+        except BaseException:
+            conn.close()
+            raise
+        return EventStream(conn, int(result.get("oom_kills") or 0))
+
 
 class AttachStream:
     """Output frames of one process: read() gives ("stdout"|"stderr", bytes), then ("exit",
@@ -192,6 +204,43 @@ class AttachStream:
 
     def close_stdin(self) -> None:
         self._conn.send(P.encode_frame(P.STDIN_CLOSE))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EventStream:
+    """The shim's events: read() gives one event, a dict such as {"event": "oom", "oom_kills":
+    3}, or None once the shim has closed the stream (it exited)."""
+
+    def __init__(self, conn: _Connection, oom_kills: int):
+        self._conn = conn
+        self.oom_kills = oom_kills
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._conn.sock.settimeout(timeout)
+
+    def read(self) -> dict | None:
+        while True:
+            frame = self._conn.next_frame()
+            if frame is None:
+                return None
+            kind, body = frame
+            if kind == P.EVENT:
+                try:
+                    return P.decode_event(body)
+                except P.ProtocolError as e:
+                    raise SystemFailure(f"shim {self._conn.path}: {e}") from None
+            if kind == P.RESPONSE:
+                _, _, err = P.decode_response(body)
+                if err is not None:
+                    raise _error(err)
 
     def close(self) -> None:
         self._conn.close()

@@ -119,6 +119,7 @@ class Conn:
         self.out = bytearray()
         self.closed = self.close_when_flushed = False
         self.attached = None  # the Process whose output this connection streams
+        self.subscribed = False  # an event stream (`subscribe`)
         self.stdin_ok = False
         self.dropped = 0
         shim.loop.add(self.fd, IN, self.on_event)
@@ -194,6 +195,7 @@ class Conn:
         self.sock.close()
         if self.attached is not None:
             self.attached.attached.discard(self)
+        self.shim.subscribers.discard(self)
         self.shim.conns.discard(self)
 
 
@@ -381,7 +383,106 @@ class Process:
     def state(self) -> dict:
         return {"id": self.shim.cfg.id, "exec_id": self.exec_id, "bundle": self.shim.cfg.bundle,
                 "pid": self.pid, "status": self.status, "terminal": self.terminal,
-                "stdin": self.want_stdin, "exit_status": self.exit_status, "exited_at": self.exited_at}
+                "stdin": self.want_stdin, "exit_status": self.exit_status, "exited_at": self.exited_at,
+                "oom_kills": self.shim.oom_kills}
+
+
+class OomWatch:
+    """OOM notifications from the memory cgroup of the container's init, without polling.
+    v1: an eventfd registered on memory.oom_control through cgroup.event_control; each
+    notification is one OOM. v2: memory.events, which kernfs flags with EPOLLPRI on change; an
+    OOM each time its `oom_kill` count grows. `check` is called by the loop and before the
+    init's exit is announced, so an OOM is always counted before the exit it caused."""
+
+    CGROUP_ROOT = "/sys/fs/cgroup"
+
+    def __init__(self, shim, pid: int):
+        self.shim = shim
+        self.fd = self.control = -1
+        self.v2 = False
+        self.last = 0
+        path, self.v2 = self.find(pid)
+        if self.v2:
+            self.fd = os.open(os.path.join(path, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
+            self.last = self.read_oom_kill()
+            shim.loop.add(self.fd, select.EPOLLPRI, self.on_event)
+            return
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            self.control = os.open(os.path.join(path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            ec = os.open(os.path.join(path, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(ec, f"{self.fd} {self.control}".encode())
+            finally:
+                os.close(ec)
+        except BaseException:
+            self.close()
+            raise
+        self.event_control = os.path.join(path, "cgroup.event_control")
+        shim.loop.add(self.fd, select.EPOLLIN, self.on_event)
+
+    @classmethod
+    def find(cls, pid: int) -> tuple[str, bool]:
+        """(the memory cgroup's directory, whether it is cgroup v2); OSError if there is none."""
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+        unified = None
+        for line in lines:
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            if parts[0] == "0" and parts[1] == "":
+                unified = parts[2]
+            elif "memory" in parts[1].split(","):
+                path = os.path.join(cls.CGROUP_ROOT, "memory", parts[2].lstrip("/"))
+                if os.path.isfile(os.path.join(path, "memory.oom_control")):
+                    return path, False
+        if unified is not None and os.path.exists(os.path.join(cls.CGROUP_ROOT, "cgroup.controllers")):
+            path = os.path.join(cls.CGROUP_ROOT, unified.lstrip("/"))
+            if os.path.isfile(os.path.join(path, "memory.events")):
+                return path, True
+        raise FileNotFoundError("no memory cgroup")
+
+    def read_oom_kill(self) -> int:
+        for line in _read_all(self.fd).decode(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return self.last
+
+    def on_event(self, events: int) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if self.fd < 0:
+            return
+        if self.v2:
+            try:
+                count = self.read_oom_kill()
+            except OSError:  # the cgroup is gone
+                self.close()
+                return
+            new, self.last = max(0, count - self.last), max(count, self.last)
+        else:
+            try:
+                new = int.from_bytes(os.read(self.fd, 8), sys.byteorder)
+            except BlockingIOError:
+                return
+            if not os.path.exists(self.event_control):  # signalled because the cgroup was removed
+                self.close()
+                return
+            new = 1 if new else 0  # one notification, however many the counter coalesced
+        if new:
+            self.shim.oom(new)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.shim.loop.remove(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if self.control >= 0:
+            os.close(self.control)
+            self.control = -1
 
 
 class ConsoleSocket:
@@ -442,6 +543,9 @@ class Shim:
         self.deleted = False
         self.stopping = False
         self.serial = 0
+        self.subscribers = set()  # connections turned into event streams
+        self.oom_kills = 0
+        self.oom_watch = None
         self._signals()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -536,6 +640,7 @@ class Shim:
         self.cleanup()
 
     def cleanup(self) -> None:
+        self.stop_oom_watch()
         for proc in self.procs.values():
             proc.close_all()
         for conn in list(self.conns):
@@ -580,8 +685,9 @@ class Shim:
             else:
                 conn.send(P.encode_result(req_id, result))
 
-        if conn.attached is not None:
-            reply(None, P.ShimError(P.INVALID, "the connection is an attach stream; open another for requests"))
+        if conn.attached is not None or conn.subscribed:
+            what = "an attach" if conn.attached is not None else "an event"
+            reply(None, P.ShimError(P.INVALID, f"the connection is {what} stream; open another for requests"))
             return
         try:
             outcome = getattr(self, "op_" + method)(conn, params)
@@ -596,6 +702,9 @@ class Shim:
             reply(outcome, None)
             if method == "attach":
                 self.attach_now(conn)
+            elif method == "subscribe":
+                conn.subscribed = True
+                self.subscribers.add(conn)
         else:
             self.drive(outcome, reply)
 
@@ -676,6 +785,8 @@ class Shim:
 
     def exited(self, proc: Process, code: int, ns: int) -> None:
         proc.drain()  # whatever it wrote before it died goes to the log before its exit does
+        if proc.exec_id == "":
+            self.stop_oom_watch()  # an OOM that killed it is counted, and sent, before its exit
         proc.status, proc.exit_status, proc.exited_at = STOPPED, code, rfc3339nano(ns)
         if proc.exec_id == "":
             try:
@@ -776,6 +887,8 @@ class Shim:
         finally:
             self.busy = False
         self.procs[""] = proc
+        if proc.status != STOPPED:
+            self.start_oom_watch(proc.pid)
         return {"pid": proc.pid}
 
     def op_start(self, conn, params):
@@ -958,6 +1071,29 @@ class Shim:
             raise P.ShimError(P.INVALID, "the process was created without stdin")
         conn.pending_attach = (proc, stdin)
         return {}
+
+    def op_subscribe(self, conn, params):
+        return {"oom_kills": self.oom_kills}  # on_request then makes the connection a stream
+
+    # -- OOM events ---------------------------------------------------------------------------
+
+    def start_oom_watch(self, pid: int) -> None:
+        try:
+            self.oom_watch = OomWatch(self, pid)
+        except OSError as e:
+            self.diag(f"no OOM notifications: {e.strerror or e}")
+
+    def stop_oom_watch(self) -> None:
+        watch, self.oom_watch = self.oom_watch, None
+        if watch is not None:
+            watch.check()
+            watch.close()
+
+    def oom(self, count: int) -> None:
+        self.oom_kills += count
+        frame = P.encode_event(P.OOM, oom_kills=self.oom_kills)
+        for conn in list(self.subscribers):
+            conn.send(frame)
 
     def op_shutdown(self, conn, params):
         if self.procs.get("") is not None:

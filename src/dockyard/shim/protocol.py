@@ -27,6 +27,9 @@ STDIN    (5, client → shim)  raw bytes for the process's stdin
 STDIN_CLOSE (6, client → shim)  empty: close the process's stdin
 EXIT     (7, shim → client)  JSON ``{"exit_status": <int>, "exited_at": <str>}``, the last frame
                              of an attach stream; the shim closes the connection after it
+EVENT    (8, shim → client)  JSON ``{"event": <str>, ...}``, one event of a `subscribe` stream:
+                             ``{"event": "oom", "oom_kills": <int>}`` when the container's
+                             memory cgroup reported an OOM (oom_kills: the shim's running count)
 
 Requests carry a client-chosen id, echoed in the response. Requests on one connection are
 served concurrently: a `wait` that blocks does not hold up the requests after it, and responses
@@ -39,7 +42,7 @@ connect      {}                                  → {shim_pid, task_pid, versio
 create       {}  (the bundle is --bundle)        → {pid}
 start        {exec_id}                           → {pid}
 state        {exec_id}                           → {id, exec_id, bundle, pid, status, terminal,
-                                                    stdin, exit_status, exited_at}
+                                                    stdin, exit_status, exited_at, oom_kills}
              status is one of created, running, paused, stopped
 kill         {exec_id, signal (int, default 15), all (bool)}  → {}
 delete       {exec_id}                           → {pid, exit_status, exited_at}
@@ -50,12 +53,22 @@ update       {resources: <linux.resources>}      → {}
 exec         {exec_id, process: <OCI process>, stdin (bool)}  → {}  (registered; `start` runs it)
 resize       {exec_id, width, height}            → {}
 close_stdin  {exec_id}                           → {}
-wait         {exec_id}                           → {exit_status, exited_at}  (blocks until exit)
+wait         {exec_id}                           → {exit_status, exited_at, oom_kills}  (blocks
+                                                    until exit; OOMs are counted before the exit)
 attach       {exec_id, stdin (bool)}             → {}  then the connection is a stream: STDOUT,
              STDERR frames of output from now on (an exec's output from before the first attach
              is kept for it), STDIN/STDIN_CLOSE frames accepted if stdin was asked for, EXIT last
 shutdown     {}                                  → {}  (refused while a task exists; the shim
                                                     then removes its files and exits)
+subscribe    {}                                  → {oom_kills}  then the connection is a stream
+             of EVENT frames until the shim exits (it takes no more requests). oom_kills counts
+             the OOMs seen so far, so a client that subscribes again (a restarted daemon) can
+             tell which it has not heard of; `state` and `wait` of the init carry it too.
+
+OOM detection needs the container's memory cgroup (v1: an eventfd on memory.oom_control, each
+notification one OOM; v2: memory.events watched for EPOLLPRI, an OOM each time `oom_kill`
+grows). Without a memory controller there are simply no oom events. A new frame type or
+method is a compatible change: clients skip frames they do not know.
 
 exited_at is RFC 3339 with nanoseconds in UTC ("2006-01-02T15:04:05.999999999Z"); it is "" and
 exit_status 0 while the process has not exited.
@@ -67,14 +80,14 @@ VERSION = 1
 HEADER_SIZE = 6
 MAX_BODY = 4 << 20
 
-REQUEST, RESPONSE, STDOUT, STDERR, STDIN, STDIN_CLOSE, EXIT = 1, 2, 3, 4, 5, 6, 7
-FRAME_TYPES = (REQUEST, RESPONSE, STDOUT, STDERR, STDIN, STDIN_CLOSE, EXIT)
+REQUEST, RESPONSE, STDOUT, STDERR, STDIN, STDIN_CLOSE, EXIT, EVENT = 1, 2, 3, 4, 5, 6, 7, 8
+FRAME_TYPES = (REQUEST, RESPONSE, STDOUT, STDERR, STDIN, STDIN_CLOSE, EXIT, EVENT)
 
 NOT_FOUND, CONFLICT, INVALID, FAILED = "not_found", "conflict", "invalid", "failed"
 ERROR_CODES = (NOT_FOUND, CONFLICT, INVALID, FAILED)
 
 METHODS = ("connect", "create", "start", "state", "kill", "delete", "pause", "resume", "pids",
-           "stats", "update", "exec", "resize", "close_stdin", "wait", "attach", "shutdown")
+           "stats", "update", "exec", "resize", "close_stdin", "wait", "attach", "shutdown", "subscribe")
 
 
 class ProtocolError(Exception):
@@ -241,3 +254,21 @@ def decode_response(body: bytes) -> tuple[int | None, dict | None, ShimError | N
 
 def encode_exit(exit_status: int, exited_at: str) -> bytes:
     return encode_frame(EXIT, dumps({"exit_status": exit_status, "exited_at": exited_at}).encode())
+
+
+OOM = "oom"
+
+
+def encode_event(event: str, **fields) -> bytes:
+    return encode_frame(EVENT, dumps({"event": event, **fields}).encode())
+
+
+def decode_event(body: bytes) -> dict:
+    """The JSON object of an EVENT body, with a string "event"; ProtocolError otherwise."""
+    try:
+        msg = loads(body)
+    except ValueError as e:
+        raise ProtocolError(f"malformed event: {e}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
+        raise ProtocolError("malformed event: not an object with an event name")
+    return msg

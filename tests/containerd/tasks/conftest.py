@@ -70,7 +70,7 @@ class Events:
                 decoded = event
                 for cls in (task_pb2.TaskExit, task_pb2.TaskStart, task_pb2.TaskCreate, task_pb2.TaskDelete,
                             task_pb2.TaskPaused, task_pb2.TaskResumed, task_pb2.TaskExecAdded,
-                            task_pb2.TaskExecStarted):
+                            task_pb2.TaskExecStarted, task_pb2.TaskOOM):
                     if event.Is(cls.DESCRIPTOR):
                         decoded = cls()
                         event.Unpack(decoded)

@@ -7,6 +7,7 @@
     json.log          the container's output, written by its shim (Docker's json-file format)
     exit-published    the exit the daemon has published for the init process, so that a
                       restarted daemon does not publish it again
+    oom-published     the shim's OOM count up to which /tasks/oom has been published, likewise
 
 The shim keeps its own files (socket, pid, exit status) under `<state>/shims/<ns>/<id>/`.
 Every file is written whole (temporary file, fsync, rename, fsync of the directory).
@@ -22,6 +23,7 @@ from dockyard.containerd.snapshots import Mount, mount_all, unmount_all
 from dockyard.errors import SystemFailure
 
 CONFIG, ROOTFS, RECORD, LOG, EXIT_PUBLISHED = "config.json", "rootfs", "task.json", "json.log", "exit-published"
+OOM_PUBLISHED = "oom-published"
 
 
 def read_json(path: str):
@@ -73,6 +75,13 @@ class Bundle:
     def mark_exit_published(self, exit_status: int, exited_at: str) -> None:
         atomicfile.write(self.file(EXIT_PUBLISHED),
                      json.dumps({"exit_status": exit_status, "exited_at": exited_at}).encode())
+
+    def oom_published(self) -> int:
+        value = (read_json(self.file(OOM_PUBLISHED)) or {}).get("oom_kills")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def mark_oom_published(self, oom_kills: int) -> None:
+        atomicfile.write(self.file(OOM_PUBLISHED), json.dumps({"oom_kills": oom_kills}).encode())
 
     def remove(self) -> None:
         """Unmount the rootfs and remove the directory; a parent namespace dir left empty goes too."""

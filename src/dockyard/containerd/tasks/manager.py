@@ -13,6 +13,12 @@ so a restarted daemon, whose new watcher gets the same exit from the shim, does 
 a second time. /tasks/start always goes out before /tasks/exit: Start holds the task's
 `publish_lock` from the shim's `start` until its event is out, and the watcher takes it too.
 
+OOMs. Each task also has an OOM watcher thread holding the shim's `subscribe` event stream: an
+`oom` event, or a subscription answering with a higher count than was published, becomes one
+/tasks/oom. The count published is recorded in the bundle (`oom-published`), so a restarted
+daemon's resubscription does not repeat OOMs it told of. Before the init's /tasks/exit the exit
+watcher reads the shim's count (`state`), so an OOM that killed the init is out first.
+
 Recovery (§4.3), on start: each bundle's shim is dialled. A live shim's task is registered
 again with fresh watchers. A dead shim is cleaned up as containerd's cleanupAfterDeadShim does:
 `dockyard-shim delete` (which kills the container through the runtime and reads the shim's
@@ -109,6 +115,8 @@ class Task:
         self.init = Process("")
         self.execs: dict[str, Process] = {}
         self.publish_lock = threading.Lock()
+        self.oom_lock = threading.Lock()
+        self.oom_published = 0  # the shim's oom_kills count up to which /tasks/oom is out
         self.deleting = False
         self.gone = False  # deleted or cleaned up: no longer registered
 
@@ -251,6 +259,7 @@ class TaskManager:
         with self._lock:
             self._tasks[(ns, cid)] = task
         self._watch(task, task.init)
+        self._watch_oom(task)
         return task
 
     def _start_shim(self, task: Task, terminal: bool, stdin: bool, log_max_size: int, log_max_file: int) -> None:
@@ -316,7 +325,50 @@ class TaskManager:
             except Exception as e:  # noqa: BLE001 - a watcher must not die silently
                 log.error("exit watcher failed", extra={"fields": {"id": task.id, "error": str(e)}})
                 return
+        if proc.exec_id == "":
+            try:  # an OOM that killed the init goes out before its exit
+                with task.client(timeout=CONNECT_TIMEOUT) as c:
+                    self._ooms(task, int(c.state().get("oom_kills") or 0))
+            except Exception:  # noqa: BLE001 - the OOM watcher still has it
+                pass
         self._exited(task, proc, int(result["exit_status"]), str(result["exited_at"]))
+
+    def _watch_oom(self, task: Task) -> None:
+        threading.Thread(target=self._oom_watcher, args=(task,), daemon=True, name=f"oom-{task.id}").start()
+
+    def _oom_watcher(self, task: Task) -> None:
+        """Follows the shim's event stream until the shim closes it (it exited)."""
+        while not (self._closing or task.gone):
+            try:
+                with task.client(timeout=CONNECT_TIMEOUT) as c:
+                    stream = c.subscribe()
+                with stream:
+                    stream.settimeout(None)
+                    self._ooms(task, stream.oom_kills)
+                    while (event := stream.read()) is not None:
+                        if event.get("event") == "oom":
+                            self._ooms(task, int(event.get("oom_kills") or 0))
+                return
+            except (SystemFailure, OSError):
+                if self._closing or task.deleting or task.gone or not self._shim_answers(task):
+                    return  # a dead shim is the exit watcher's to clean up
+                time.sleep(0.1)
+            except Exception as e:  # noqa: BLE001 - a watcher must not die silently
+                log.error("OOM watcher failed", extra={"fields": {"id": task.id, "error": str(e)}})
+                return
+
+    def _ooms(self, task: Task, oom_kills: int) -> None:
+        """Publish /tasks/oom if the shim has counted OOMs not published yet. Idempotent."""
+        with task.oom_lock:
+            if oom_kills <= task.oom_published:
+                return
+            self._publish(task, "/tasks/oom", ev.TaskOOM(container_id=task.id))
+            task.oom_published = oom_kills
+            if not task.gone:
+                try:
+                    task.bundle.mark_oom_published(oom_kills)
+                except OSError as e:
+                    log.error("recording a published OOM", extra={"fields": {"id": task.id, "error": str(e)}})
 
     def _shim_answers(self, task: Task) -> bool:
         try:
@@ -531,6 +583,7 @@ class TaskManager:
             self._cleanup_dead_shim(task)
             return
         task.init.pid = int(state.get("pid") or 0)
+        task.oom_published = bundle.oom_published()
         for p in pids:
             if p.get("exec_id"):
                 task.execs[p["exec_id"]] = Process(p["exec_id"], pid=int(p["pid"]))
@@ -538,4 +591,5 @@ class TaskManager:
             self._tasks[(ns, cid)] = task
         for proc in (task.init, *task.execs.values()):
             self._watch(task, proc)
+        self._watch_oom(task)
         log.info("reconnected to shim", extra={"fields": {"namespace": ns, "id": cid, "pid": task.init.pid}})
