@@ -6,7 +6,7 @@ over. Modules:
   session   the connection: stubs per service, gRPC errors back to dockyard.errors
   output    ctr's table layout (Go's tabwriter), sizes and ages as ctr words them
   spec      the OCI runtime spec of a container run from a plain directory
-  console   a task's stdio through its shim's attach stream; raw mode and SIGWINCH for -t
+  console   a task's stdio through the daemon's Tasks.Attach stream; raw mode and SIGWINCH for -t
   commands  one module per command (`configure(parser)`, each verb a `run(session, args)`)
 
 Errors are one line on stderr and exit status 1; `run` and `tasks exec` exit with the

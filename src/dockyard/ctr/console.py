@@ -1,4 +1,4 @@
-"""A task's stdio at our terminal: its output copied from the shim's attach stream to our
+"""A task's stdio at our terminal: its output copied from its attach stream (attach.py) to our
 stdout and stderr, our stdin to it; for `-t` our terminal in raw mode and its size following
 ours (SIGWINCH → ResizePty); without `-t`, the signals we get passed on to the process, as
 ctr does."""
@@ -39,8 +39,8 @@ def _copy_stdin(stream) -> None:
 
 def pump(stream, stdin: bool) -> dict | None:
     """Copies the process's output until it exits (and our stdin to it when `stdin`); returns
-    the exit the shim reports last ({exit_status, exited_at}), or None if the stream ended
-    without one (the shim went away)."""
+    the exit reported last ({exit_status, exited_at}), or None if the stream ended
+    without one (the daemon or the shim went away)."""
     if stdin:
         threading.Thread(target=_copy_stdin, args=(stream,), name="stdin", daemon=True).start()
     while True:

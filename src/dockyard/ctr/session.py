@@ -23,8 +23,9 @@ def _error(service: str, err: grpc.RpcError) -> Exception:
 
 
 class _Stub:
-    """A service's stub whose calls raise dockyard.errors; server-streaming calls return a
-    generator that does the same while it is iterated."""
+    """A service's stub whose calls raise dockyard.errors; streaming calls (server or
+    bidirectional: pass an iterator of requests) return a generator that does the same while
+    it is iterated, and cancels the call when it is closed."""
 
     def __init__(self, service: str, stub):
         self._service, self._stub = service, stub
@@ -38,18 +39,10 @@ class _Stub:
                 response = callable_(request, **kwargs)
             except grpc.RpcError as e:
                 raise _error(service, e) from None
-            if isinstance(callable_, grpc.UnaryStreamMultiCallable):
+            if isinstance(callable_, (grpc.UnaryStreamMultiCallable, grpc.StreamStreamMultiCallable)):
                 return _stream(service, response)
             return response
         return call
-
-    def with_metadata(self, method: str, request) -> tuple[object, dict[str, str]]:
-        """A unary call's response and the initial metadata the daemon sent with it."""
-        try:
-            response, call = getattr(self._stub, method).with_call(request)
-        except grpc.RpcError as e:
-            raise _error(self._service, e) from None
-        return response, dict(call.initial_metadata() or ())
 
 
 def _stream(service: str, responses):
@@ -57,6 +50,8 @@ def _stream(service: str, responses):
         yield from responses
     except grpc.RpcError as e:
         raise _error(service, e) from None
+    finally:
+        responses.cancel()  # closed early: the daemon lets go (nothing once the call is over)
 
 
 class Session:

@@ -205,6 +205,14 @@ class AttachStream:
     def close_stdin(self) -> None:
         self._conn.send(P.encode_frame(P.STDIN_CLOSE))
 
+    def shutdown(self) -> None:
+        """Ends the stream from any thread: a read() blocked in another returns None (close()
+        alone does not wake it). The process goes on; close() still releases the socket."""
+        try:
+            self._conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # not connected any more, or closed already
+            pass
+
     def close(self) -> None:
         self._conn.close()
 

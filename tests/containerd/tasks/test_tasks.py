@@ -9,9 +9,8 @@ import pytest
 from google.protobuf import any_pb2
 
 from dockyard.api.services.tasks.v1 import tasks_pb2 as tpb
-from dockyard.containerd.daemon.services.tasks import LOG_PATH_KEY, SHIM_ADDRESS_KEY
+from dockyard.containerd.daemon.services.tasks import LOG_PATH_KEY
 from dockyard.containerd.tasks import create_options
-from dockyard.shim.client import ShimClient
 from tests.containerd.tasks.conftest import NS, pytestmark  # noqa: F401
 from tests.shim.conftest import alive, wait_for
 
@@ -28,7 +27,7 @@ def test_run_exit_status_and_events(env):
     _, call = env.tasks.Create.with_call(tpb.CreateTaskRequest(
         container_id=cid, options=create_options(rootfs=env.rootfs)))
     meta = dict(call.initial_metadata())
-    assert os.path.exists(meta[SHIM_ADDRESS_KEY]) and meta[LOG_PATH_KEY].startswith(env.bundle(cid))
+    assert meta[LOG_PATH_KEY].startswith(env.bundle(cid)) and "dockyard-shim-address" not in meta
     got = env.tasks.Get(tpb.GetRequest(container_id=cid)).process
     assert got.status == tpb.CREATED and got.pid > 0
     env.tasks.Start(tpb.StartRequest(container_id=cid))
@@ -54,15 +53,12 @@ def test_exec_pause_pids_kill(env):
             "user": {"uid": 0, "gid": 0}}
     env.tasks.Exec(tpb.ExecProcessRequest(container_id=cid, exec_id="e1",
                                           spec=any_pb2.Any(type_url="json", value=json.dumps(spec).encode())))
-    _, call = env.tasks.Start.with_call(tpb.StartRequest(container_id=cid, exec_id="e1"))
+    env.tasks.Start(tpb.StartRequest(container_id=cid, exec_id="e1"))
     assert env.tasks.Wait(tpb.WaitRequest(container_id=cid, exec_id="e1")).exit_status == 5
     # An exec's output before the first attach is kept for it by the shim.
-    with ShimClient(dict(call.initial_metadata())[SHIM_ADDRESS_KEY], timeout=30) as shim:
-        with shim.attach("e1") as stream:
-            frames = []
-            while (frame := stream.read()) is not None:
-                frames.append(frame)
-    assert ("stdout", b"from-exec\n") in frames and frames[-1][0] == "exit"
+    responses = list(env.tasks.Attach(iter([tpb.AttachRequest(container_id=cid, exec_id="e1")]), timeout=30))
+    assert tpb.AttachResponse(stdout=b"from-exec\n") in responses
+    assert responses[-1].WhichOneof("output") == "exit" and responses[-1].exit.exit_status == 5
     env.tasks.DeleteProcess(tpb.DeleteProcessRequest(container_id=cid, exec_id="e1"))
     events.wait(lambda seen: [e for e in events.of("/tasks/exit", cid) if e.id == "e1"], "the exec's exit")
 

@@ -47,7 +47,7 @@ from dockyard.containerd.identifiers import validate_identifier, validate_namesp
 from dockyard.containerd.metadata import Containers
 from dockyard.containerd.snapshots import Mount, Snapshotter
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
-from dockyard.shim.client import ShimClient
+from dockyard.shim.client import AttachStream, ShimClient
 from dockyard.shim.jsonlog import rfc3339nano
 
 from .bundle import Bundle
@@ -543,6 +543,18 @@ class TaskManager:
     def close_stdin(self, ns: str, cid: str, exec_id: str = "") -> None:
         with self.get(ns, cid).client() as c:
             c.close_stdin(exec_id)
+
+    def attach(self, ns: str, cid: str, exec_id: str = "", stdin: bool = False) -> tuple[AttachStream, Process]:
+        """The shim's attach stream of the process (shim/protocol.py: the init's output from
+        now on, an exec's from its start if this is its first attach), without a read timeout;
+        and our bookkeeping of the process, whose `exited` tells the exit should the stream end
+        without it. The caller closes the stream."""
+        task = self.get(ns, cid)
+        proc = task.process(exec_id)
+        with task.client() as c:
+            stream = c.attach(exec_id, stdin=stdin)
+        stream.settimeout(None)
+        return stream, proc
 
     # -- recovery --------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """`run [--rm] [-d] [-t] [--runtime PATH] --rootfs DIR ID [CMD...]`, as ctr's `run --rootfs`:
 the container record (Containers), its task created and started (Tasks), the output shown
-through the shim, and our exit status the task's. `--rm` deletes the task and the container
+through Tasks.Attach, and our exit status the task's. `--rm` deletes the task and the container
 afterwards, `-d` returns once the task has started. Running from an image comes with the
 images issue (pull and unpack); until then an image reference is refused with a clear error."""
 
@@ -43,12 +43,12 @@ def run(session, args) -> int:
         runtime=containers_pb.Container.Runtime(name=args.runtime or DEFAULT_RUNTIME),
         spec=any_pb2.Any(type_url=specs.SPEC_TYPE_URL, value=json.dumps(spec).encode()))))
     try:
-        _, headers = session.tasks.with_metadata("Create", pb.CreateTaskRequest(
+        session.tasks.Create(pb.CreateTaskRequest(
             container_id=container_id, terminal=args.tty, options=attach.create_options(stdin=not args.detach)))
         if args.detach:
             session.tasks.Start(pb.StartRequest(container_id=container_id))
             return 0
-        return attach.run_process(session, container_id, "", args.tty, attach.shim_address(headers))
+        return attach.run_process(session, container_id, "", args.tty)
     finally:
         if args.rm:
             _remove(session, container_id)

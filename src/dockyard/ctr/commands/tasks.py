@@ -123,7 +123,7 @@ def exec_(session, args) -> int:
         raise InvalidArgument(f"container {args.id}: its spec is not JSON") from None
     exec_id = args.exec_id or f"exec-{uuid.uuid4().hex[:12]}"
     process = specs.exec_process(container_spec, args.command, args.tty, args.cwd)
-    _, headers = session.tasks.with_metadata("Exec", pb.ExecProcessRequest(
+    session.tasks.Exec(pb.ExecProcessRequest(
         container_id=args.id, exec_id=exec_id, terminal=args.tty,
         stdin="" if args.detach else attach.STDIN_OPEN,
         spec=any_pb2.Any(type_url=specs.PROCESS_TYPE_URL, value=json.dumps(process).encode())))
@@ -131,7 +131,7 @@ def exec_(session, args) -> int:
         if args.detach:
             session.tasks.Start(pb.StartRequest(container_id=args.id, exec_id=exec_id))
             return 0
-        return attach.run_process(session, args.id, exec_id, args.tty, attach.shim_address(headers))
+        return attach.run_process(session, args.id, exec_id, args.tty)
     finally:
         if not args.detach:
             try:

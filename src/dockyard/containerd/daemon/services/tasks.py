@@ -4,16 +4,14 @@ container's shim.
 Stdio. A task's stdio belongs to its shim, which writes the output to the container's json-file
 log and serves attach streams on its own socket (shim/protocol.py): there are no fifos, and a
 CreateTaskRequest or ExecProcessRequest naming stdin/stdout/stderr paths is refused. A client
-that wants the output or the stdin of a process (dockyard-ctr `run`, `tasks exec`) attaches to
-the shim directly: Create, Start, Get and Exec send two headers in their initial metadata,
-
-    dockyard-shim-address   the shim's unix socket (attach with dockyard.shim.client.ShimClient)
-    dockyard-log-path       the container's json-file log
-
-read with `response, call = stub.Get.with_call(request)` and `dict(call.initial_metadata())`.
-An exec's output from before the first attach is kept for it by the shim, so attaching after
-Start loses nothing; attach with stdin needs `create_options(stdin=True)` (tasks/manager.py) at
-Create, or `stdin` set to any non-empty value in ExecProcessRequest.
+that wants the output or the stdin of a process (dockyard-ctr `run`, `tasks exec`) calls
+Attach, which this service proxies to the shim's attach (tasks.proto says how): clients talk to
+the daemon only, never to a shim. The init's output reaches an attach from the moment it is
+attached (its first response), so attach before Start; an exec's output from before its first
+attach is kept for it by the shim. Attach with stdin needs `create_options(stdin=True)`
+(tasks/manager.py) at Create, or `stdin` set to any non-empty value in ExecProcessRequest.
+Create, Start, Get and Exec name the container's json-file log in the `dockyard-log-path`
+header of their initial metadata.
 
 Create's `options` is `tasks.create_options(...)` (JSON in an Any): `rootfs` a plain directory
 for `dockyard-ctr run --rootfs DIR`, `stdin`, and the log's rotation.
@@ -23,6 +21,8 @@ Any whatever its type URL; Metrics' data is the runtime's `events --stats` JSON.
 """
 
 import json
+import logging
+import threading
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2
@@ -37,7 +37,7 @@ from dockyard.errors import Conflict, InvalidArgument, NotFound
 
 from .. import namespace
 
-SHIM_ADDRESS_KEY, LOG_PATH_KEY = "dockyard-shim-address", "dockyard-log-path"
+LOG_PATH_KEY = "dockyard-log-path"
 STATS_TYPE = "types.dockyard.dev/runtime/stats"  # JSON in value
 
 _STATUS = {"created": pb.CREATED, "running": pb.RUNNING, "stopped": pb.STOPPED,
@@ -54,11 +54,32 @@ def _json_any(value: any_pb2.Any, what: str):
 def _no_fifos(request) -> None:
     if request.stdin or request.stdout or request.stderr:
         raise InvalidArgument("stdio fifos are not supported: the shim keeps the process's stdio; "
-                              "attach to its socket (header dockyard-shim-address)")
+                              "attach to it with Attach")
 
 
 def _send_addresses(context, task: Task) -> None:
-    context.send_initial_metadata(((SHIM_ADDRESS_KEY, task.socket), (LOG_PATH_KEY, task.bundle.log_path)))
+    context.send_initial_metadata(((LOG_PATH_KEY, task.bundle.log_path),))
+
+
+log = logging.getLogger(__name__)
+EXIT_POLL = 0.5  # how often a detached client is noticed while the exit is awaited
+
+
+def _forward_input(requests, stream, stdin: bool, resize) -> None:
+    """Attach's later requests to the shim: stdin (if it was asked for), its close, resizes.
+    Runs until the client ends its request stream or the call ends."""
+    try:
+        for request in requests:
+            if stdin and request.data:
+                stream.write(request.data)
+            if stdin and request.close_stdin:
+                stream.close_stdin()
+            if request.width and request.height:
+                resize(request.width, request.height)
+    except grpc.RpcError:  # the call ended (the client cancelled it or went away)
+        pass
+    except Exception as e:  # noqa: BLE001 - the process exited and the shim closed the stream
+        log.debug("attach input stopped: %s", e)
 
 
 def _process(task: Task, state: dict) -> pb.Process:
@@ -189,6 +210,45 @@ class TasksService(tasks_pb2_grpc.TasksServicer):
             metric.timestamp.GetCurrentTime()
             metrics.append(metric)
         return pb.MetricsResponse(metrics=metrics)
+
+    def Attach(self, request_iterator, context):
+        ns = namespace.required(context)
+        first = next(request_iterator, None)
+        if first is None:
+            raise InvalidArgument("attach: the first request must name the process (container_id, exec_id)")
+        if not first.container_id:
+            raise InvalidArgument("attach: container_id is required")
+        cid, exec_id = first.container_id, first.exec_id
+        stream, proc = self._tasks.attach(ns, cid, exec_id, stdin=first.stdin)
+        try:
+            # The client going away (cancel, disconnect) wakes the read below: the shim
+            # connection is released at once, not when the process next writes.
+            context.add_callback(stream.shutdown)
+            yield pb.AttachResponse(attached=True)
+            threading.Thread(target=_forward_input, name=f"attach-{cid}-{exec_id or 'init'}", daemon=True,
+                             args=(request_iterator, stream, first.stdin,
+                                   lambda w, h: self._tasks.resize(ns, cid, exec_id, w, h))).start()
+            while (frame := stream.read()) is not None:
+                kind, data = frame
+                if kind == "stdout":
+                    yield pb.AttachResponse(stdout=data)
+                elif kind == "stderr":
+                    yield pb.AttachResponse(stderr=data)
+                elif kind == "exit":
+                    yield pb.AttachResponse(exit=pb.AttachExit(
+                        exit_status=int(data.get("exit_status") or 0),
+                        exited_at=timestamp(str(data.get("exited_at") or ""))))
+                    return
+        finally:
+            stream.close()
+        # The stream ended without the exit: the client left, or the shim went away (the
+        # task manager then records the exit as it cleans up).
+        while context.is_active() and not proc.exited.wait(EXIT_POLL):
+            pass
+        if not context.is_active():
+            return
+        yield pb.AttachResponse(exit=pb.AttachExit(exit_status=proc.exit_status,
+                                                   exited_at=timestamp(proc.exited_at)))
 
     def Wait(self, request, context):
         ns = namespace.required(context)

@@ -282,3 +282,41 @@ class WaitResponse(_message.Message):
     exit_status: int
     exited_at: _timestamp_pb2.Timestamp
     def __init__(self, exit_status: _Optional[int] = ..., exited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AttachRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id", "stdin", "data", "close_stdin", "width", "height")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    stdin: bool
+    data: bytes
+    close_stdin: bool
+    width: int
+    height: int
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., stdin: _Optional[bool] = ..., data: _Optional[bytes] = ..., close_stdin: _Optional[bool] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class AttachExit(_message.Message):
+    __slots__ = ("exit_status", "exited_at")
+    EXIT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXITED_AT_FIELD_NUMBER: _ClassVar[int]
+    exit_status: int
+    exited_at: _timestamp_pb2.Timestamp
+    def __init__(self, exit_status: _Optional[int] = ..., exited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AttachResponse(_message.Message):
+    __slots__ = ("attached", "stdout", "stderr", "exit")
+    ATTACHED_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    EXIT_FIELD_NUMBER: _ClassVar[int]
+    attached: bool
+    stdout: bytes
+    stderr: bytes
+    exit: AttachExit
+    def __init__(self, attached: _Optional[bool] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit: _Optional[_Union[AttachExit, _Mapping]] = ...) -> None: ...

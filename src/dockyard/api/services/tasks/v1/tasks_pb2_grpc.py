@@ -119,6 +119,11 @@ class TasksStub:
                 request_serializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.WaitRequest.SerializeToString,
                 response_deserializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.WaitResponse.FromString,
                 _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/dockyard.services.tasks.v1.Tasks/Attach',
+                request_serializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.AttachRequest.SerializeToString,
+                response_deserializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.AttachResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServicer:
@@ -233,6 +238,21 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attach(self, request_iterator, context):
+        """Attach streams a process's stdio through the daemon. The first request names the process
+        (container_id, exec_id) and whether stdin is wanted; the first response is `attached`, sent
+        once the daemon is attached to the process at its shim: the init's output from then on
+        follows (attach before Start to miss nothing), an exec's output from before its first
+        attach is kept for it. Then stdout and stderr responses, and `exit` last, after which the
+        stream ends. Later requests carry stdin bytes (`data`, dropped unless stdin was asked for,
+        which needs it kept open at Create or Exec), `close_stdin`, or a terminal size
+        (width and height, both non-zero). Ending the request stream does not close stdin;
+        cancelling the call detaches and leaves the process running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +335,11 @@ def add_TasksServicer_to_server(servicer, server):
                     servicer.Wait,
                     request_deserializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.WaitRequest.FromString,
                     response_serializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.WaitResponse.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.AttachRequest.FromString,
+                    response_serializer=dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.AttachResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,6 +778,33 @@ class Tasks:
             '/dockyard.services.tasks.v1.Tasks/Wait',
             dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.WaitRequest.SerializeToString,
             dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.WaitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dockyard.services.tasks.v1.Tasks/Attach',
+            dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.AttachRequest.SerializeToString,
+            dockyard_dot_api_dot_services_dot_tasks_dot_v1_dot_tasks__pb2.AttachResponse.FromString,
             options,
             channel_credentials,
             insecure,
