@@ -59,6 +59,12 @@ def caps_of_exec():
             for key, value in masks.items()}
 
 
+
+def apply_both_phases(caps):
+    """What the init does for a process that keeps its user: both phases, one warning list."""
+    warnings = capabilities.drop_bounding(caps)
+    return warnings + [w for w in capabilities.set_capabilities(caps) if w not in warnings]
+
 def test_name_table():
     assert capabilities.NUMBERS["CAP_CHOWN"] == 0
     assert capabilities.NUMBERS["CAP_NET_BIND_SERVICE"] == 10
@@ -93,7 +99,7 @@ def test_sets_as_root_without_user_change():
     }
 
     def child():
-        warnings = capabilities.apply_process_capabilities(caps, keep_for_setuid=False)
+        warnings = apply_both_phases(caps)
         return warnings, sets(), prctl.prctl(prctl.PR_CAPBSET_READ, 21)
 
     warnings, got, has_sys_admin = in_child(child)
@@ -153,7 +159,7 @@ def test_setuid_without_capabilities_object_leaves_nothing():
 @needs_root
 def test_root_with_no_capabilities_object_gets_none():
     def child():
-        capabilities.apply_process_capabilities(None, keep_for_setuid=False)
+        apply_both_phases(None)
         return sets(), caps_of_exec()
 
     got, after_exec = in_child(child)
@@ -172,7 +178,7 @@ def test_unknown_caps_and_ambient_not_inheritable_are_warnings():
     }
 
     def child():
-        return capabilities.apply_process_capabilities(caps, keep_for_setuid=False), sets()
+        return apply_both_phases(caps), sets()
 
     warnings, got = in_child(child)
     assert warnings == [
@@ -190,7 +196,7 @@ def test_keep_for_setuid_runs_phase_one_only():
     caps = {"bounding": kill, "effective": kill, "permitted": kill, "inheritable": kill}
 
     def child():
-        capabilities.apply_process_capabilities(caps, keep_for_setuid=True)
+        capabilities.drop_bounding(caps)
         before = sets()
         user.set_user(1000, 1000, [])
         after_setuid = sets()

@@ -116,16 +116,6 @@ def set_capabilities(caps: dict | None) -> list[str]:
     return warnings
 
 
-def apply_process_capabilities(caps: dict | None, *, keep_for_setuid: bool) -> list[str]:
-    """Apply `process.capabilities`. With keep_for_setuid the caller changes user next, so
-    only phase one runs now and the caller calls `set_capabilities` after its setuid;
-    without it both phases run at once (the process keeps its user)."""
-    warnings = drop_bounding(caps)
-    if keep_for_setuid:
-        return warnings
-    return warnings + [w for w in set_capabilities(caps) if w not in warnings]
-
-
 def current() -> dict[str, set[str]]:
     """This process's capability sets from /proc/self/status, by OCI set name; bits we
     have no name for show as their number."""
