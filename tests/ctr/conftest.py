@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from tests.containerd.tasks.conftest import Env, _rmdir_retry
-from tests.fixtures.host import cgroup_roots
+from tests.containerd.tasks.conftest import Env
+from tests.fixtures.host import remove_cgroup
 from tests.shim.conftest import reap, shim_rootfs, subreaper, zombie_children  # noqa: F401
 
 CTR = os.path.join(os.path.dirname(sys.executable), "dockyard-ctr")
@@ -91,6 +91,5 @@ def ctr(subreaper, shim_rootfs):  # noqa: F811
         leftovers = env.cleanup()
         for pid in zombie_children():
             reap(pid, 1)
-        for root in cgroup_roots():
-            _rmdir_retry(os.path.join(root, c.namespace), 1)
+        remove_cgroup(c.namespace, 1)  # the namespace's parent cgroup, as ctr makes /<ns>/<id>
     assert not leftovers, f"left behind: {leftovers}"

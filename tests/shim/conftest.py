@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from tests.fixtures import busybox
-from tests.fixtures.host import cgroup_roots, mounts_under
+from tests.fixtures.host import cgroup_roots, mounts_under, remove_cgroup
 
 BIN = os.path.dirname(sys.executable)
 SHIM = os.path.join(BIN, "dockyard-shim")
@@ -177,11 +177,7 @@ class Harness:
         for pid in zombie_children():
             reap(pid, 1)
         for cgroup in self.cgroups:
-            for root in cgroup_roots():
-                path = os.path.join(root, cgroup.lstrip("/"))
-                if os.path.isdir(path):
-                    leftovers.append(f"cgroup {path}")
-                    _rmdir_retry(path)
+            leftovers += [f"cgroup {path}" for path in remove_cgroup(cgroup)]
         for target in sorted(mounts_under(self.base), key=len, reverse=True):
             leftovers.append(f"mount {target}")
             subprocess.run(["umount", "-l", target], capture_output=True)
@@ -189,20 +185,6 @@ class Harness:
             leftovers.append(f"state dir entries {os.listdir(self.state)}")
         shutil.rmtree(self.base, ignore_errors=True)
         return leftovers
-
-
-def _rmdir_retry(path: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -57,12 +57,10 @@ class _Connection:
         self.sock.close()
 
 
-class ShimClient:
-    def __init__(self, socket_path: str, timeout: float | None = None):
-        self.socket_path = socket_path
-        self.timeout = timeout
-        self._conn = _Connection(socket_path, timeout)
-        self._next_id = 0
+class _OnConnection:
+    """Owns one shim connection: close() and `with` release it."""
+
+    _conn: _Connection
 
     def close(self) -> None:
         self._conn.close()
@@ -72,6 +70,15 @@ class ShimClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ShimClient(_OnConnection):
+    def __init__(self, socket_path: str, timeout: float | None = None):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._conn = _Connection(socket_path, timeout)
+        self._next_id = 0
+
 
     def call(self, method: str, **params) -> dict:
         self._next_id += 1
@@ -171,7 +178,7 @@ class ShimClient:
         return EventStream(conn, int(result.get("oom_kills") or 0))
 
 
-class AttachStream:
+class AttachStream(_OnConnection):
     """Output frames of one process: read() gives ("stdout"|"stderr", bytes), then ("exit",
     {exit_status, exited_at}) last, then None. write()/close_stdin() when attached with stdin."""
 
@@ -213,17 +220,8 @@ class AttachStream:
         except OSError:  # not connected any more, or closed already
             pass
 
-    def close(self) -> None:
-        self._conn.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class EventStream:
+class EventStream(_OnConnection):
     """The shim's events: read() gives one event, a dict such as {"event": "oom", "oom_kills":
     3}, or None once the shim has closed the stream (it exited)."""
 
@@ -249,12 +247,3 @@ class EventStream:
                 _, _, err = P.decode_response(body)
                 if err is not None:
                     raise _error(err)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

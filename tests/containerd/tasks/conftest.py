@@ -34,7 +34,7 @@ from dockyard.api.events import task_pb2
 from dockyard.containerd.daemon import client
 from dockyard.containerd.tasks import create_options
 from tests.fixtures import busybox
-from tests.fixtures.host import cgroup_roots, mounts_under
+from tests.fixtures.host import cgroup_roots, mounts_under, remove_cgroup
 from tests.shim.conftest import alive, reap, shim_rootfs, subreaper, wait_for, zombie_children  # noqa: F401
 
 BIN = os.path.dirname(sys.executable)
@@ -226,29 +226,11 @@ class Env:
             leftovers.append(f"mount {target}")
             subprocess.run(["umount", "-l", target], capture_output=True)
         for cgroup in self.cgroups:
-            for root in cgroup_roots():
-                path = os.path.join(root, cgroup.lstrip("/"))
-                if os.path.isdir(path):
-                    leftovers.append(f"cgroup {path}")
-                    _rmdir_retry(path)
+            leftovers += [f"cgroup {path}" for path in remove_cgroup(cgroup)]
         bundles = glob.glob(os.path.join(self.state, "tasks", "*", "*"))
         leftovers += [f"bundle {b}" for b in bundles]
         shutil.rmtree(self.base, ignore_errors=True)
         return leftovers
-
-
-def _rmdir_retry(path: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
 
 
 @pytest.fixture
