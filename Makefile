@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FIXTURES := build/fixtures
-APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux
+APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo
 
 .PHONY: run test test-slow bench setup apt venv bytecode fixtures proto clean
 

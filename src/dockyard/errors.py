@@ -22,8 +22,17 @@ class Unsupported(DockyardError):
     """Valid request for a feature this build or machine cannot provide."""
 
 
+class Unauthenticated(DockyardError):
+    """A peer (a registry, say) refused our credentials or wants some we do not have."""
+
+
 class SystemFailure(DockyardError):
     """The kernel or a helper process refused; carries the underlying reason."""
+
+
+class Unavailable(SystemFailure):
+    """A peer (a daemon, a registry) could not be reached or kept failing (connection refused
+    or reset, 5xx after retries): trying again later may work."""
 
 
 class NoSpace(SystemFailure):

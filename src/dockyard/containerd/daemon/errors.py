@@ -6,6 +6,8 @@ Server side, `ErrorInterceptor` wraps every handler the daemon serves, so a serv
     Conflict        → FAILED_PRECONDITION
     InvalidArgument → INVALID_ARGUMENT
     Unsupported     → UNIMPLEMENTED
+    Unauthenticated → UNAUTHENTICATED (a registry refused the credentials)
+    Unavailable     → UNAVAILABLE (a registry could not be reached)
     SystemFailure   → INTERNAL, with its message (the kernel or a helper refused: retrying the
                       same call won't help, so not UNAVAILABLE, which clients retry)
     OSError ENOSPC/EDQUOT → RESOURCE_EXHAUSTED (a full disk during an ingest, say)
@@ -25,7 +27,7 @@ import logging
 import grpc
 
 from dockyard.errors import (Conflict, DockyardError, InvalidArgument, NoSpace, NotFound,
-                             SystemFailure, Unsupported)
+                             SystemFailure, Unauthenticated, Unavailable, Unsupported)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ _CODES: tuple[tuple[type[DockyardError], grpc.StatusCode], ...] = (
     (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SystemFailure, grpc.StatusCode.INTERNAL),
 )
@@ -45,6 +49,8 @@ _ERRORS: dict[grpc.StatusCode, type[DockyardError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
     grpc.StatusCode.UNIMPLEMENTED: Unsupported,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: NoSpace,
 }
 
@@ -71,7 +77,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def from_rpc_error(err: grpc.RpcError) -> DockyardError:
     """The `dockyard.errors` instance a client raises for a failed call. UNAVAILABLE (no
-    daemon), DEADLINE_EXCEEDED, INTERNAL and the rest become SystemFailure."""
+    daemon, or no registry behind it) becomes Unavailable, a SystemFailure;
+    DEADLINE_EXCEEDED, INTERNAL and the rest become SystemFailure."""
     cls = _ERRORS.get(err.code(), SystemFailure)
     return cls(err.details() or err.code().name.lower())
 
