@@ -197,7 +197,7 @@ def test_usage(snapshotter, mnt):
     active = snapshotter.usage("moby", "a")
     assert active.inodes == 3 and active.size >= (1 << 20) + empty.size
     snapshotter.commit("moby", "L", "a")
-    assert snapshotter.usage("moby", "L") == active  # cached at commit
+    assert snapshotter.usage("moby", "L") == active  # walked on first ask, then kept
     snapshotter.view("moby", "v", "L")
     assert snapshotter.usage("moby", "v").size == 0
 

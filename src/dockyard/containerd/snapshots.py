@@ -211,7 +211,16 @@ class OverlaySnapshotter:
             id_, _, kind, _, _, _, size, inodes = self._row(db, ns, key)
         if kind == Kind.ACTIVE:
             return disk_usage(self._dir(id_, "fs"))
-        return Usage(size, inodes)  # computed once at commit; views have no layer of their own
+        if kind == Kind.VIEW:
+            return Usage(0, 0)  # a view has no layer of its own
+        if size < 0:
+            # Committed layers are immutable, so their usage is walked once, on first ask, and
+            # kept; commit itself does not walk (a 50,000-file layer would hold up every pull).
+            usage = disk_usage(self._dir(id_, "fs"))
+            with self._db.transaction() as db:
+                db.execute("UPDATE snapshots SET size = ?, inodes = ? WHERE id = ?", (usage.size, usage.inodes, id_))
+            return usage
+        return Usage(size, inodes)
 
     def mounts(self, ns: str, key: str) -> list[Mount]:
         with self._db.transaction() as db:
@@ -268,10 +277,10 @@ class OverlaySnapshotter:
                 raise Conflict(f"snapshot {key} is not active: only active snapshots can be committed")
             if db.execute("SELECT 1 FROM snapshots WHERE namespace = ? AND key = ?", (ns, name)).fetchone():
                 raise Conflict(f"snapshot {name} already exists in namespace {ns}")
-            usage = disk_usage(self._dir(id_, "fs"))
-            db.execute("UPDATE snapshots SET key = ?, kind = 'Committed', labels = ?, size = ?, inodes = ?, "
+            # size -1: not walked yet (see usage()).
+            db.execute("UPDATE snapshots SET key = ?, kind = 'Committed', labels = ?, size = -1, inodes = -1, "
                        "updated_at = ? WHERE id = ?",
-                       (name, json.dumps(labels, sort_keys=True), usage.size, usage.inodes, time.time_ns(), id_))
+                       (name, json.dumps(labels, sort_keys=True), time.time_ns(), id_))
 
     def remove(self, ns: str, key: str) -> None:
         with self._db.transaction() as db:
