@@ -137,8 +137,9 @@ class _Download:
             self._cond.notify_all()
 
     def _report(self, status: str, current: int = 0) -> None:
+        # Only "Downloading" carries a byte count (Docker's progressDetail); the others are words.
         if self._show:
-            self._job.report(self.short, status, current, self.desc.size)
+            self._job.report(self.short, status, current, self.desc.size if status == p.DOWNLOADING else 0)
 
     def _fetch(self) -> None:
         job, desc = self._job, self.desc
@@ -334,8 +335,9 @@ class _Pull:
 
     def run(self, want: Platform, explicit_platform: bool, concurrency: int, unpack: bool) -> Image:
         named, stores, ns = self.named, self.stores, self.ns
-        self.report(named.tag or named.digest, p.pulling_from(named.path))
         fetched, doc, target = self.manifest(named.object, None)
+        # After the manifest, as moby's pull_v2: a registry that cannot be reached prints nothing.
+        self.report(named.tag or named.digest, p.pulling_from(named.path))
         if named.digest and fetched.digest != named.digest:
             raise InvalidArgument(f"manifest for {named}: the registry sent {fetched.digest}")
         if isinstance(doc, Index):
