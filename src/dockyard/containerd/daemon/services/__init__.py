@@ -13,8 +13,9 @@ import grpc
 from ..backends import Backends
 from . import namespaces, version
 from . import containers, content, images, leases, snapshots
-from . import events, tasks
+from . import events, tasks, transfer
 from ... import gc
+from ...transfer.stores import Stores
 
 
 def register(server: grpc.Server, backends: Backends) -> list[str]:
@@ -30,5 +31,6 @@ def register(server: grpc.Server, backends: Backends) -> list[str]:
     snapshots.register(server, snapshotters)
     events.register(server, backends.events)
     tasks.register(server, backends.tasks)
+    transfer.register(server, Stores.of(backends), backends.events, backends.root)
     return ["version", "namespaces", "containers", "images", "leases", "content", "snapshots",
-            "events", "tasks"]
+            "events", "tasks", "transfer"]
