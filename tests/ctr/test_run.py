@@ -122,7 +122,7 @@ def test_bad_input_is_one_line(ctr):
     one_line_error(ctr("tasks", "kill", "nope"), "nope", "not found")
     one_line_error(ctr("tasks", "ps", "nope"), "nope")
     one_line_error(ctr("containers", "info", "nope"), "nope")
-    one_line_error(ctr("run", "docker.io/library/busybox:latest", "c1", "true"), "image pull", "--rootfs")
+    one_line_error(ctr("run", "docker.io/library/busybox:latest", "c1", "true"), "busybox:latest", "not found")
     one_line_error(ctr("run", "--rootfs", "/no/such/dir", "c1", "true"), "/no/such/dir")
     one_line_error(ctr("tasks", "kill", "-s", "SIGNOPE", "x"), "SIGNOPE")
     one_line_error(ctr("run", "--rm", "--rootfs", ctr.rootfs, "bad/id", "true"), "bad/id")

@@ -113,3 +113,8 @@ class Session:
     def tasks(self) -> _Stub:
         from dockyard.api.services.tasks.v1 import tasks_pb2_grpc
         return self._stub("Tasks", tasks_pb2_grpc)
+
+    @property
+    def transfer(self) -> _Stub:
+        from dockyard.api.services.transfer.v1 import transfer_pb2_grpc
+        return self._stub("Transfer", transfer_pb2_grpc)

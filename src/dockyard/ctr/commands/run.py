@@ -1,8 +1,12 @@
-"""`run [--rm] [-d] [-t] [--runtime PATH] --rootfs DIR ID [CMD...]`, as ctr's `run --rootfs`:
+"""`run [--rm] [-d] [-t] [--runtime PATH] (--rootfs DIR | IMAGE) ID [CMD...]`, as ctr's `run`:
 the container record (Containers), its task created and started (Tasks), the output shown
 through Tasks.Attach, and our exit status the task's. `--rm` deletes the task and the container
-afterwards, `-d` returns once the task has started. Running from an image comes with the
-images issue (pull and unpack); until then an image reference is refused with a clear error."""
+afterwards (and its snapshot), `-d` returns once the task has started.
+
+From an image (pulled, loaded or imported, so unpacked): a snapshot keyed by the container id
+is prepared on the image's top layer (its chain id), as ctr's WithNewSnapshot, and the process
+comes from the image config as ctr's WithImageConfig takes it: Entrypoint + (CMD... or Cmd),
+Env, WorkingDir, and a numeric User."""
 
 import argparse
 import contextlib
@@ -17,24 +21,81 @@ from dockyard.errors import DockyardError, InvalidArgument, Unsupported
 
 from .. import attach
 from .. import spec as specs
-from . import containers, tasks
+from . import containers, images, tasks
 
 DEFAULT_RUNTIME = "dockyard-runc"
+SNAPSHOTTER = "overlayfs"
+
+
+def _merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """`extra` over `base`: a variable set in both takes extra's value, in base's place."""
+    out = list(base)
+    keys = [e.partition("=")[0] for e in out]
+    for e in extra:
+        key = e.partition("=")[0]
+        if key in keys:
+            out[keys.index(key)] = e
+        else:
+            out.append(e)
+            keys.append(key)
+    return out
+
+
+def _image_process(spec: dict, config: dict, command: list[str], env: list[str], cwd: str | None) -> None:
+    """The process of a container of an image (containerd oci.WithImageConfig)."""
+    process = spec["process"]
+    args = list(config.get("Entrypoint") or []) + (command or list(config.get("Cmd") or []))
+    if not args:
+        raise InvalidArgument("the image has no command: give one after the container id")
+    process["args"] = args
+    defaults = [e for e in process["env"] if e not in env]  # PATH (and TERM with -t)
+    image_env = [e for e in config.get("Env") or [] if isinstance(e, str)]
+    process["env"] = _merge_env(_merge_env(defaults, image_env), env)
+    process["cwd"] = cwd or config.get("WorkingDir") or "/"
+    user = str(config.get("User") or "")
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise Unsupported(f"the image's user {user!r} is a name; only numeric users are supported")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+
+
+def _run_image(session, args) -> int:
+    if len(args.positional) < 2:
+        raise InvalidArgument("run needs an image and a container id: run IMAGE ID [CMD...]")
+    from dockyard.api.services.snapshots.v1 import snapshots_pb2 as snapshots_pb
+    ref, container_id, command = args.positional[0], args.positional[1], args.positional[2:]
+    name = images.image_name(session, ref)
+    config, chain = images.image_config(session, name)
+    spec = specs.rootfs_spec(session.namespace, container_id, "rootfs", command, args.tty, env=args.env)
+    spec["root"] = {"path": "rootfs", "readonly": False}
+    _image_process(spec, config.config, command, args.env, args.cwd)
+    session.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
+        snapshotter=SNAPSHOTTER, key=container_id, parent=chain))
+    try:
+        session.containers.Create(containers_pb.CreateContainerRequest(container=containers_pb.Container(
+            id=container_id, image=name, labels=dict(args.label), snapshotter=SNAPSHOTTER,
+            snapshot_key=container_id,
+            runtime=containers_pb.Container.Runtime(name=args.runtime or DEFAULT_RUNTIME),
+            spec=any_pb2.Any(type_url=specs.SPEC_TYPE_URL, value=json.dumps(spec).encode()))))
+    except BaseException:
+        with contextlib.suppress(DockyardError):
+            session.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=container_id))
+        raise
+    return _start(session, args, container_id)
 
 
 def run(session, args) -> int:
-    if args.rootfs is None:
-        ref = args.positional[0] if args.positional else ""
-        raise Unsupported(f"running an image ({ref or 'IMAGE'}) comes with image pull; "
-                          "for now give a directory: run --rootfs DIR ID [CMD...]")
-    if not args.positional:
-        raise InvalidArgument("run needs a container id: run --rootfs DIR ID [CMD...]")
     if args.rm and args.detach:
         raise InvalidArgument("--rm and -d cannot be used together")
-    if not os.path.isdir(args.rootfs):
-        raise InvalidArgument(f"rootfs {args.rootfs} is not a directory")
     if args.runtime and not os.path.isabs(args.runtime):
         raise InvalidArgument(f"runtime {args.runtime!r} must be an absolute path")
+    if args.rootfs is None:
+        return _run_image(session, args)
+    if not args.positional:
+        raise InvalidArgument("run needs a container id: run --rootfs DIR ID [CMD...]")
+    if not os.path.isdir(args.rootfs):
+        raise InvalidArgument(f"rootfs {args.rootfs} is not a directory")
     container_id, command = args.positional[0], args.positional[1:]
     spec = specs.rootfs_spec(session.namespace, container_id, args.rootfs, command, args.tty,
                              cwd=args.cwd or "/", env=args.env)
@@ -42,6 +103,11 @@ def run(session, args) -> int:
         id=container_id, labels=dict(args.label),
         runtime=containers_pb.Container.Runtime(name=args.runtime or DEFAULT_RUNTIME),
         spec=any_pb2.Any(type_url=specs.SPEC_TYPE_URL, value=json.dumps(spec).encode()))))
+    return _start(session, args, container_id)
+
+
+def _start(session, args, container_id: str) -> int:
+    """The task of the container just made: created, started, attached (or detached)."""
     try:
         session.tasks.Create(pb.CreateTaskRequest(
             container_id=container_id, terminal=args.tty, options=attach.create_options(stdin=not args.detach)))
