@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FIXTURES := build/fixtures
-APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo
+# docker-registry, skopeo: the registry the image tests pull from and push to, and a second client
+# to cross-check ours. docker.io: Debian's dockerd, the peer for save/load tests and benchmarks,
+# only ever started privately by a test (its own root, socket and containerd; no networking).
+# Recommends stay out (apparmor, needrestart would arrive with docker.io).
+APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo docker.io
+BENCH_PACKAGES := debootstrap
 
 .PHONY: run test test-slow bench setup apt venv bytecode fixtures proto clean
 
@@ -17,9 +22,11 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 bench: setup
+	$(MAKE) apt APT_PACKAGES="$(BENCH_PACKAGES)"
 	$(PY) bench/runtime.py
 	$(PY) bench/shim_memory.py
 	$(PY) bench/task_start.py
+	$(PY) bench/pull.py
 
 setup: apt venv bytecode fixtures
 
@@ -28,7 +35,7 @@ apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 venv: $(VENV)/.installed
