@@ -5,9 +5,17 @@ Security rules (Docker's, docs "Test an insecure registry" and registry/config.g
 - HTTPS with verification for every registry, CAs from the system plus
   `<certs_dir>/<host[:port]>/*.crt`, a client certificate from `client.cert` + `client.key`.
 - Plain HTTP only for loopback registries (localhost, 127.0.0.0/8, ::1 — Docker treats these as
-  insecure) and those listed in RegistryConfig.insecure (host[:port] or CIDR). Loopback goes
-  straight to HTTP (Docker tries HTTPS first; a loopback test registry is nearly always plain);
-  an insecure non-loopback registry is tried with HTTPS (unverified) first, then HTTP.
+  insecure) and those listed in RegistryConfig.insecure (host[:port] or CIDR). As Docker does
+  (registry/service_v2.go: an https endpoint with InsecureSkipVerify, then an http one), such a
+  registry is tried with HTTPS first, unverified but with certs.d's client certificate, and
+  spoken to in plain HTTP when it does not speak TLS. The probe is one TLS handshake (a
+  plain server answers a ClientHello with an HTTP 400 at once), remembered by the Transport
+  (one per registry host and operation); a refused connection is not remembered.
+  RegistryConfig.insecure_loopback=False drops the loopback exception: loopback registries are
+  then held to the rules of any other host (verified HTTPS unless listed in `insecure`).
+- TLS failures are not retried and read as one line: a certificate we do not trust (or made
+  for another name) and any other handshake failure → SystemFailure; the registry refusing our
+  client certificate (or wanting one) → Unauthenticated.
 - A redirect never downgrades to HTTP towards a host that may not use it, and Authorization is
   never sent to a host other than the one the credentials were meant for.
 
@@ -28,7 +36,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from dockyard import __version__
-from dockyard.errors import InvalidArgument, SystemFailure, Unavailable
+from dockyard.errors import InvalidArgument, SystemFailure, Unauthenticated, Unavailable
 
 MAX_REDIRECTS = 5
 _MAX_IDLE_PER_HOST = 8
@@ -39,14 +47,16 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 @dataclass
 class RegistryConfig:
     """How registries are reached. `insecure`: host[:port] or CIDR entries allowed plain HTTP or
-    unverified TLS (loopback always is). `retry_backoff`: first delay between retries, doubled
-    each time (an addition to the plan's fields; tests make it small)."""
+    unverified TLS (loopback is too, unless `insecure_loopback` is False: then a loopback
+    registry needs verified HTTPS, or a place in `insecure`). `retry_backoff`: first delay
+    between retries, doubled each time. (Both additions to the plan's fields.)"""
     insecure: tuple[str, ...] = ()
     certs_dir: str = "/etc/docker/certs.d"
     timeout: float = 30
     retries: int = 3
     user_agent: str = f"dockyard/{__version__}"
     retry_backoff: float = 0.5
+    insecure_loopback: bool = True
 
 
 def split_host(host: str) -> tuple[str, int | None]:
@@ -90,7 +100,7 @@ def is_loopback(host: str) -> bool:
 
 def is_insecure(host: str, config: RegistryConfig) -> bool:
     """May `host` use plain HTTP / unverified TLS? (Docker's isSecureIndex, inverted.)"""
-    if is_loopback(host):
+    if config.insecure_loopback and is_loopback(host):
         return True
     name, _ = split_host(host)
     networks = []
@@ -243,8 +253,6 @@ class Transport:
         self._idle: dict[tuple, list] = {}
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._scheme: str | None = None if is_insecure(host, config) else "https"
-        if is_loopback(host):
-            self._scheme = "http"
 
     # --- scheme and connections -------------------------------------------------------------
 
@@ -253,16 +261,16 @@ class Transport:
         return f"{self.scheme()}://{self.host}"
 
     def scheme(self) -> str:
-        """https, http for loopback; for an insecure registry, https if it speaks TLS else http
-        (probed once)."""
+        """https; for a loopback or insecure registry, https if it speaks TLS else http."""
         if self._scheme is None:
-            chosen = "http"
             conn = self._new_conn(("https", self.host))
             try:
                 conn.connect()
                 chosen = "https"
-            except (ssl.SSLError, ConnectionError, OSError):
-                pass
+            except ConnectionRefusedError:
+                return "http"  # nothing listening (yet): the request fails; ask again next time
+            except OSError:  # ssl.SSLError included: it answered, not in TLS
+                chosen = "http"
             finally:
                 conn.close()
             self._scheme = chosen
@@ -380,8 +388,15 @@ class Transport:
                 resp = self._send_redirects(method, self.url_for(path_or_url), headers or {},
                                             body, auth_header)
             except ssl.SSLCertVerificationError as e:
-                raise Unavailable(f"registry {self.host}: TLS certificate not trusted: "
-                                  f"{e.verify_message or e}") from None
+                raise SystemFailure(f"registry {self.host}: TLS certificate not trusted: "
+                                    f"{e.verify_message or _ssl_reason(e)} (a CA for it goes in "
+                                    f"{os.path.join(self.config.certs_dir, self.host)}/ca.crt)"
+                                    ) from None
+            except ssl.SSLError as e:
+                if not isinstance(e, _SSL_TRANSIENT):
+                    raise _tls_failure(self.host, self.config, e) from None
+                last = _describe(e)
+                continue
             except (OSError, http.client.HTTPException) as e:
                 last = _describe(e)
                 continue
@@ -423,6 +438,42 @@ class Transport:
             if resp.status == 303 or resp.status in (301, 302) and method == "POST":
                 method, body = "GET", None
         raise Unavailable(f"registry {self.host}: more than {MAX_REDIRECTS} redirects")
+
+
+# SSLErrors that are a connection going away (retried as such), not a TLS disagreement.
+_SSL_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
+                  ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# TLS alerts a server sends when it wants a client certificate, or refuses ours.
+_CLIENT_CERT_REFUSED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE",
+                        "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+                        "SSLV3_ALERT_CERTIFICATE_EXPIRED", "SSLV3_ALERT_CERTIFICATE_REVOKED",
+                        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE", "TLSV1_ALERT_ACCESS_DENIED"}
+# What OpenSSL says when the peer answers a ClientHello with something that is not TLS.
+_NOT_TLS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+            "UNKNOWN_PROTOCOL"}
+
+
+def _ssl_reason(e: ssl.SSLError) -> str:
+    """OpenSSL's words without the "[SSL: X]" prefix and "(_ssl.c:N)" suffix."""
+    text = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], str) else str(e)
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    if text.endswith(")") and " (_ssl.c:" in text:
+        text = text.rsplit(" (_ssl.c:", 1)[0]
+    return text
+
+
+def _tls_failure(host: str, config: RegistryConfig, e: ssl.SSLError):
+    reason = _ssl_reason(e)
+    directory = os.path.join(config.certs_dir, host)
+    if e.reason in _CLIENT_CERT_REFUSED:
+        return Unauthenticated(f"registry {host}: TLS client certificate refused ({reason}); "
+                               f"the registry's client certificate and key go in "
+                               f"{directory}/client.cert and client.key")
+    if e.reason in _NOT_TLS:
+        return SystemFailure(f"registry {host}: TLS handshake failed ({reason}): it may speak "
+                             "plain HTTP; only loopback and insecure registries may")
+    return SystemFailure(f"registry {host}: TLS handshake failed: {reason}")
 
 
 def _drain(resp: Response) -> None:

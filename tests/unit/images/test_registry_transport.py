@@ -1,4 +1,8 @@
-"""Which registries may be spoken to over plain HTTP, and redirect/URL handling (no network)."""
+"""Which registries may be spoken to over plain HTTP, and redirect/URL handling (no network but
+a loopback listener that answers in plain HTTP)."""
+
+import socket
+import threading
 
 import pytest
 
@@ -55,14 +59,38 @@ def test_secure_registry_never_sends_plain_http():
         transport.send("GET", "http://cdn.example/blob", retry=True)
 
 
-def test_loopback_goes_straight_to_http():
-    assert Transport("127.0.0.1:5000", RegistryConfig()).base_url == "http://127.0.0.1:5000"
+@pytest.fixture
+def plain_http_host():
+    """127.0.0.1:<port> answering every connection in plain HTTP, as a TLS-less registry does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    server.close()
 
 
-def test_relative_location_keeps_query():
-    transport = Transport("127.0.0.1:5000", RegistryConfig())
+def test_loopback_tries_tls_then_falls_back_to_http(plain_http_host):
+    assert Transport("registry.example", RegistryConfig()).scheme() == "https"  # decided, no probe
+    transport = Transport(plain_http_host, RegistryConfig())
+    assert transport.base_url == f"http://{plain_http_host}"
+
+
+def test_relative_location_keeps_query(plain_http_host):
+    transport = Transport(plain_http_host, RegistryConfig())
     assert (transport.url_for("/v2/x/blobs/uploads/abc?_state=s%3D")
-            == "http://127.0.0.1:5000/v2/x/blobs/uploads/abc?_state=s%3D")
+            == f"http://{plain_http_host}/v2/x/blobs/uploads/abc?_state=s%3D")
     assert transport.url_for("https://s3.example/b?sig=1") == "https://s3.example/b?sig=1"
 
 
