@@ -15,6 +15,9 @@ if REPO not in sys.path:
 
 from tests.fixtures import busybox  # noqa: E402
 
+# The private registry fixtures (registry, busybox_ref, token_registry …) for every directory.
+pytest_plugins = ["tests.fixtures.registry_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory) -> str:

@@ -7,29 +7,13 @@ import os
 import subprocess
 import tarfile
 
-import pytest
 
 from tests.ctr.test_run import one_line_error
 from tests.fixtures import busybox
-from tests.fixtures.registry import push_fixture_image, start_registry
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
-def pushed(registry):
-    """The busybox fixture in the registry (put there by skopeo): (reference, digest)."""
-    digest = push_fixture_image(registry.host, "fixture/busybox", "latest")
-    return f"{registry.host}/fixture/busybox:latest", digest
-
-
-def test_pull_ls_tag_run_rm(ctr, pushed):
-    ref, digest = pushed
+def test_pull_ls_tag_run_rm(ctr, busybox_ref):
+    ref, digest = busybox_ref
     out = ctr.ok("images", "pull", ref).splitlines()
     # Not a terminal: Docker's plain lines, no byte counts, the image's name last.
     assert out[0] == "latest: Pulling from fixture/busybox"
@@ -58,13 +42,13 @@ def test_pull_ls_tag_run_rm(ctr, pushed):
     assert ctr.ok("images", "ls", "-q") == ref + "\n"
 
 
-def test_push_a_tag_to_another_repository(ctr, pushed, registry):
-    ref, digest = pushed
+def test_push_a_tag_to_another_repository(ctr, busybox_ref, registry):
+    ref, digest = busybox_ref
     ctr.ok("images", "pull", ref)
-    target = f"{registry.host}/pushed/busybox:v2"
+    target = f"{registry.host}/busybox_ref/busybox:v2"
     ctr.ok("images", "tag", ref, target)
     out = ctr.ok("images", "push", target).splitlines()
-    assert out[0] == f"The push refers to repository [{registry.host}/pushed/busybox]"
+    assert out[0] == f"The push refers to repository [{registry.host}/busybox_ref/busybox]"
     assert out[-1].startswith(f"v2: digest: {digest} size: ")
 
 

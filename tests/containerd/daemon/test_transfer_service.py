@@ -27,24 +27,11 @@ from dockyard.api.services.content.v1.content_pb2_grpc import ContentStub
 from dockyard.containerd.daemon import client
 from dockyard.oci import image as oci
 from tests.fixtures import busybox
-from tests.fixtures.registry import FaultProxy, push_fixture_image, start_registry
+from tests.fixtures.registry import FaultProxy
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking makes overlay snapshots: root needed")
 
 NS = "xfer"
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="module")
-def fixture_ref(registry):
-    digest = push_fixture_image(registry.host, "fixture/busybox", "latest")
-    return f"{registry.host}/fixture/busybox:latest", digest
 
 
 class Stubs:
@@ -90,8 +77,8 @@ def results(messages) -> tuple[list[str], list[pb.Progress]]:
     return [m.status for m in messages if m.status], [m for m in messages if m.images or m.digest]
 
 
-def test_pull_streams_progress_and_names_the_image(stubs, fixture_ref, registry):
-    ref, digest = fixture_ref
+def test_pull_streams_progress_and_names_the_image(stubs, busybox_ref, registry):
+    ref, digest = busybox_ref
     messages = list(stubs.transfer.Pull(pb.PullRequest(ref=ref), timeout=60))
     statuses, final = results(messages)
     assert "Pulling from fixture/busybox" in statuses
@@ -127,8 +114,8 @@ def test_pull_errors_reach_the_client_as_status_codes(daemon, stubs, registry):
     assert stubs.leases.List(lease_pb.ListLeasesRequest(), timeout=10).leases == []
 
 
-def test_push_what_was_pulled_keeps_the_digest(daemon, stubs, fixture_ref, registry):
-    ref, digest = fixture_ref
+def test_push_what_was_pulled_keeps_the_digest(daemon, stubs, busybox_ref, registry):
+    ref, digest = busybox_ref
     list(stubs.transfer.Pull(pb.PullRequest(ref=ref), timeout=60))
     image = stubs.images.Get(img_pb.GetImageRequest(name=ref), timeout=10).image
     copy = f"{registry.host}/copied/busybox:v1"
@@ -229,10 +216,10 @@ def test_start_clears_what_a_dead_daemon_left_staged(daemons):
     assert os.listdir(os.path.join(d.root, "transfer")) == []
 
 
-def test_a_client_that_leaves_cancels_the_pull(stubs, fixture_ref, registry):
+def test_a_client_that_leaves_cancels_the_pull(stubs, busybox_ref, registry):
     """The layer download is held up; the client cancels meanwhile. The pull stops at its next
     event instead of finishing: no image, no lease, and a collection leaves no content."""
-    ref, _ = fixture_ref
+    ref, _ = busybox_ref
     proxy = FaultProxy(registry.host)
     try:
         proxy.add_rule(r"/blobs/sha256:", method="GET", delay=2.0)

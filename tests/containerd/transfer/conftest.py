@@ -29,7 +29,6 @@ from dockyard.containerd.snapshots import OverlaySnapshotter, unmount_all
 from dockyard.containerd.transfer.stores import Stores
 from dockyard.images.transport import RegistryConfig
 from tests.fixtures.host import mounts_under
-from tests.fixtures.registry import push_fixture_image, start_registry
 
 if os.geteuid() != 0:
     pytest.skip("pull and unpack write overlay whiteouts and owners: root needed", allow_module_level=True)
@@ -187,19 +186,6 @@ def publish_index(host: str, repo: str, tag: str, images: dict[str, Built]) -> b
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture(scope="session")
-def busybox_ref(registry):
-    """The busybox fixture image pushed by skopeo: (reference, manifest digest)."""
-    digest = push_fixture_image(registry.host, "fixture/busybox", "latest")
-    return f"{registry.host}/fixture/busybox:latest", digest
 
 
 @pytest.fixture
