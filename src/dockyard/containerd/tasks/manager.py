@@ -67,11 +67,16 @@ CREATE_OPTIONS_TYPE = "types.dockyard.dev/tasks/CreateOptions"  # JSON in value
 
 
 def create_options(rootfs: str = "", stdin: bool = False, log_max_size: int = -1,
-                   log_max_file: int = 1) -> any_pb2.Any:
+                   log_max_file: int = 1, log_path: str = "") -> any_pb2.Any:
     """The `options` of CreateTaskRequest: `rootfs` a plain directory bound on the bundle's
     rootfs (when no mounts are given and the container has no snapshot), `stdin` keep the
-    process's stdin open for attach, and the json-file log's rotation."""
+    process's stdin open for attach, the json-file log's rotation, and `log_path` where the
+    log is written instead of the bundle's json.log: an absolute path in an existing directory,
+    outside the bundle so it outlives the task (dockyardd keeps <container dir>/<id>-json.log,
+    appended to across restarts, as dockerd does)."""
     opts = {"rootfs": rootfs, "stdin": stdin, "log_max_size": log_max_size, "log_max_file": log_max_file}
+    if log_path:
+        opts["log_path"] = log_path
     return any_pb2.Any(type_url=CREATE_OPTIONS_TYPE, value=json.dumps(opts).encode())
 
 
@@ -87,6 +92,21 @@ def parse_create_options(options: any_pb2.Any | None) -> dict:
     if not isinstance(opts, dict):
         raise InvalidArgument("task options must be a JSON object")
     return opts
+
+
+def _log_path_option(opts: dict) -> str:
+    """The `log_path` option checked: absolute, normalized, its directory there, not a directory."""
+    value = opts.get("log_path") or ""
+    if not value:
+        return ""
+    if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
+        raise InvalidArgument(f"log_path {value!r} must be an absolute path")
+    path = os.path.normpath(value)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise InvalidArgument(f"log_path {value!r}: directory {os.path.dirname(path)} does not exist")
+    if os.path.isdir(path):
+        raise InvalidArgument(f"log_path {value!r} is a directory")
+    return path
 
 
 def timestamp(rfc3339: str) -> timestamp_pb2.Timestamp | None:
@@ -119,6 +139,11 @@ class Task:
         self.oom_published = 0  # the shim's oom_kills count up to which /tasks/oom is out
         self.deleting = False
         self.gone = False  # deleted or cleaned up: no longer registered
+
+    @property
+    def log_path(self) -> str:
+        """The json-file log the shim writes: the create option's path, or the bundle's."""
+        return str(self.record.get("log_path") or self.bundle.log_path)
 
     def client(self, timeout: float | None = CALL_TIMEOUT) -> ShimClient:
         return ShimClient(self.socket, timeout=timeout)
@@ -222,6 +247,7 @@ class TaskManager:
             mounts = [Mount("bind", source, ["rbind"])]
         if not mounts and container.snapshot_key:
             mounts = self._snapshotter.mounts(ns, container.snapshot_key)
+        log_path = _log_path_option(opts)
         root = spec.setdefault("root", {})
         if mounts:
             root["path"] = "rootfs"
@@ -236,6 +262,8 @@ class TaskManager:
             raise Conflict(f"task {cid}: bundle {bundle.path} exists (a task being cleaned up?)") from None
         record = {"runtime": runtime, "runtime_root": os.path.join(self.runtime_dir, ns),
                   "shim_state_dir": self.shims_dir, "rootfs_mounted": bool(mounts), "terminal": terminal}
+        if log_path:
+            record["log_path"] = log_path
         task = Task(ns, cid, bundle, record)
         shim_started = False
         try:
@@ -263,7 +291,7 @@ class TaskManager:
         return task
 
     def _start_shim(self, task: Task, terminal: bool, stdin: bool, log_max_size: int, log_max_file: int) -> None:
-        argv = [SHIM, "start", *task.shim_args(), "--log-path", task.bundle.log_path,
+        argv = [SHIM, "start", *task.shim_args(), "--log-path", task.log_path,
                 "--log-max-size", str(log_max_size), "--log-max-file", str(log_max_file)]
         argv += ["--tty"] * terminal + ["--stdin"] * stdin
         try:

@@ -14,7 +14,8 @@ Create, Start, Get and Exec name the container's json-file log in the `dockyard-
 header of their initial metadata.
 
 Create's `options` is `tasks.create_options(...)` (JSON in an Any): `rootfs` a plain directory
-for `dockyard-ctr run --rootfs DIR`, `stdin`, and the log's rotation.
+for `dockyard-ctr run --rootfs DIR`, `stdin`, the log's rotation, and `log_path` (the log
+written there instead of the bundle's json.log, so it outlives the task: dockyardd's).
 
 Update's `resources` and Exec's `spec` are JSON (an OCI linux.resources, an OCI process) in an
 Any whatever its type URL; Metrics' data is the runtime's `events --stats` JSON.
@@ -58,7 +59,7 @@ def _no_fifos(request) -> None:
 
 
 def _send_addresses(context, task: Task) -> None:
-    context.send_initial_metadata(((LOG_PATH_KEY, task.bundle.log_path),))
+    context.send_initial_metadata(((LOG_PATH_KEY, task.log_path),))
 
 
 log = logging.getLogger(__name__)
