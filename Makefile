@@ -6,8 +6,9 @@ FIXTURES := build/fixtures
 # docker-registry, skopeo: the registry the image tests pull from and push to, and a second client
 # to cross-check ours. docker.io: Debian's dockerd, the peer for save/load tests and benchmarks,
 # only ever started privately by a test (its own root, socket and containerd; no networking).
+# tini: its static build is the init of `docker run --init` (/sbin/docker-init).
 # Recommends stay out (apparmor, needrestart would arrive with docker.io).
-APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo docker.io
+APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo docker.io tini
 BENCH_PACKAGES := debootstrap
 
 .PHONY: run test test-slow bench setup apt venv bytecode fixtures proto clean
