@@ -11,6 +11,7 @@ import struct
 import termios
 
 from dockyard.linux import mount as mnt
+from dockyard.linux import unixsock
 
 # <asm-generic/ioctls.h>; Python's termios lacks them.
 TIOCGPTN = 0x80045430
@@ -20,7 +21,7 @@ TIOCSPTLCK = 0x40045431
 def connect_console_socket(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        unixsock.connect(sock, path)
     except OSError as e:
         sock.close()
         raise OSError(e.errno, f"connect to console socket {path}: {e.strerror}") from None

@@ -20,10 +20,11 @@ import subprocess
 import sys
 import time
 
+from dockyard.linux import unixsock
+
 from .daemon import EXIT_FILE, PID_FILE, SOCKET, own_file
 from .jsonlog import rfc3339nano
 
-SUN_PATH_MAX = 107  # sockaddr_un.sun_path less the terminating NUL
 
 
 class StartError(Exception):
@@ -99,8 +100,6 @@ def start(args) -> int:
         raise StartError(f"runtime {args.runtime} is not an executable")
     shim_dir = os.path.join(args.state_dir, args.namespace, args.id)
     sock_path = os.path.join(shim_dir, SOCKET)
-    if len(os.fsencode(sock_path)) > SUN_PATH_MAX:
-        raise StartError(f"socket path {sock_path} is longer than {SUN_PATH_MAX} bytes")
     if os.path.lexists(sock_path):
         raise StartError(f"a shim for {args.namespace}/{args.id} exists already ({sock_path}); "
                          "delete it first")
@@ -112,7 +111,7 @@ def start(args) -> int:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
-            sock.bind(sock_path)
+            unixsock.bind(sock, sock_path)
         finally:
             os.umask(old_umask)
         os.chmod(sock_path, 0o600)

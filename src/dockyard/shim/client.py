@@ -7,6 +7,7 @@ InvalidArgument, failed → SystemFailure; a dead or closed shim is a SystemFail
 import socket
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
+from dockyard.linux import unixsock
 
 from . import protocol as P
 
@@ -23,7 +24,7 @@ class _Connection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(path)
+            unixsock.connect(self.sock, path)
         except OSError as e:
             self.sock.close()
             raise SystemFailure(f"cannot connect to shim {path}: {e.strerror or e}") from None

@@ -19,6 +19,7 @@ import sys
 import time
 
 from dockyard import atomicfile
+from dockyard.linux import unixsock
 
 from . import protocol as P
 from .jsonlog import LineSplitter, encode_entry, rfc3339nano
@@ -492,8 +493,10 @@ class ConsoleSocket:
 
     def __init__(self, path: str):
         self.path = path
+        # What the runtime is given: the path, or /proc/<our pid>/fd/… when it is too long.
+        self.address = unixsock.Address(path, pid=os.getpid())
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.sock.bind(path)
+        self.sock.bind(self.address.name)
         os.chmod(path, 0o600)
         self.sock.listen(1)
         self.sock.setblocking(False)
@@ -520,6 +523,7 @@ class ConsoleSocket:
 
     def close(self) -> None:
         self.sock.close()
+        self.address.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -826,7 +830,7 @@ class Shim:
                 self.serial += 1
                 console = ConsoleSocket(os.path.join(self.cfg.dir, f"console-{self.serial}.sock"))
                 child = tuple(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) for _ in range(3))
-                args = args[:-1] + ["--console-socket", console.path, args[-1]]
+                args = args[:-1] + ["--console-socket", console.address.name, args[-1]]
             else:
                 child = proc.setup_pipes()
             result = yield self.runtime(*args, stdio=child)

@@ -161,10 +161,11 @@ class Env:
 
     # -- containers and tasks --------------------------------------------------------------------
 
-    def container(self, args: list[str], cid: str | None = None, runtime: str = "dockyard-runc") -> str:
+    def container(self, args: list[str], cid: str | None = None, runtime: str = "dockyard-runc",
+                  terminal: bool = False) -> str:
         cid = cid or "c" + uuid.uuid4().hex[:10]
         spec = busybox.default_spec(args)
-        spec["process"]["terminal"] = False
+        spec["process"]["terminal"] = terminal
         cgroup = f"/{CGROUP_PARENT}/{uuid.uuid4().hex[:12]}"
         spec["linux"]["cgroupsPath"] = cgroup
         self.cgroups.append(cgroup)
