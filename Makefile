@@ -13,8 +13,10 @@ BENCH_PACKAGES := debootstrap
 
 .PHONY: run test test-slow bench setup apt venv bytecode fixtures proto clean
 
+# dockyardd on a private socket under build/run, the bundled busybox image loaded, a container
+# run from it with the docker CLI, both daemons stopped again.
 run: setup
-	$(VENV)/bin/dockyard-runc --root build/run-state run --bundle $(FIXTURES)/busybox/bundle dockyard-hello-$$$$
+	tools/run-demo.sh
 
 test: setup
 	$(PY) -m pytest -q
