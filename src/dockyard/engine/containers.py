@@ -330,6 +330,10 @@ async def rpc(call):
         raise from_rpc_error(e) from None
 
 
+def _no_user_networks(name: str) -> bool:
+    return False  # user-defined networks come with the networking issue: none exists yet
+
+
 class Containers:
     """The daemon component behind /containers (`daemon.containers`)."""
 
@@ -509,9 +513,11 @@ class Containers:
         except NotFound:
             return {}  # the image is gone (rmi -f): the stored Config is already merged
 
-    async def _build_spec(self, c: Container, image_config: dict | None = None) -> tuple[dict, list[str]]:
+    async def _build_spec(self, c: Container, image_config: dict | None = None,
+                          starting: bool = False) -> tuple[dict, list[str]]:
         """The OCI spec of `c` from its stored Config/HostConfig (built again at each start, so
-        an update applies). Host files are written first: the spec binds them."""
+        an update applies). Host files are written first: the spec binds them. Named networks
+        are resolved when `starting`, as dockerd does."""
         if image_config is None:
             image_config = await self._image_config(c)
         written = hostfiles.write_all(self.dir_of(c.id), hostname=c.config.get("Hostname") or c.id[:12],
@@ -526,7 +532,8 @@ class Containers:
                                     image_config=image_config, paths=paths,
                                     cgroup_parent=self._config.cgroup_parent,
                                     api_version=self._config.api_version, resolve_user=resolve_user,
-                                    lookup_peer=self._peer)
+                                    lookup_peer=self._peer,
+                                    network_exists=_no_user_networks if starting else None)
         finally:
             if resolve_user is not None:
                 resolve_user.close()
@@ -574,7 +581,7 @@ class Containers:
         return True
 
     async def _start_task(self, c: Container) -> None:
-        spec, _ = await self._build_spec(c)
+        spec, _ = await self._build_spec(c, starting=True)
         await rpc(self._ctr.containers.Update(cpb.UpdateContainerRequest(
             container=cpb.Container(id=c.id, spec=any_pb2.Any(type_url=SPEC_TYPE_URL,
                                                               value=json.dumps(spec).encode())),

@@ -93,16 +93,20 @@ PeerLookup = Callable[[str], Peer]
 def build_spec(*, container_id: str, config: dict, host_config: dict, image_config: dict,
                paths: ContainerPaths, cgroup_parent: str = "/dockyard", api_version: str = "1.45",
                resolve_user: UserResolver | None = None, lookup_peer: PeerLookup | None = None,
-               ) -> tuple[dict, list[str]]:
+               network_exists: Callable[[str], bool] | None = None) -> tuple[dict, list[str]]:
     """The OCI runtime spec for one container, and dockerd's warnings for it.
 
     `config` is the create request's Config, `host_config` its HostConfig, `image_config` the
     image config's "config" object (may be empty). `resolve_user(user, group_add)` returns
     (uid, gid, additional_gids) from the container's /etc/passwd and /etc/group; without it only
     numeric users work and names raise InvalidArgument. `lookup_peer(ref)` resolves
-    `container:<ref>` modes (raising NotFound). Raises InvalidArgument with Docker's messages."""
+    `container:<ref>` modes (raising NotFound). `network_exists(name)` says whether a named
+    network exists (NotFound otherwise); without it names are not checked — dockerd resolves
+    networks when a container starts, not at create, so `docker run --network nosuch` creates the
+    container and fails at start (a 404 at create would send the CLI pulling the image).
+    Raises InvalidArgument with Docker's messages."""
     b = _Builder(container_id, config or {}, host_config or {}, image_config or {}, paths,
-                 cgroup_parent, api_version, resolve_user, lookup_peer)
+                 cgroup_parent, api_version, resolve_user, lookup_peer, network_exists)
     return b.build(), b.warnings
 
 
@@ -212,13 +216,14 @@ def _with_group_add(ids: tuple[int, int, list[int]], group_add: list, group_text
 
 class _Builder:
     def __init__(self, cid, config, hc, image, paths, cgroup_parent, api_version, resolve_user,
-                 lookup_peer):
+                 lookup_peer, network_exists):
         self.id, self.hc, self.paths = cid, hc, paths
         self.config = merge_config(config, image)
         self.cgroup_parent = hc.get("CgroupParent") or cgroup_parent
         self.api_version = api_version
         self.resolve_user = resolve_user or numeric_user
         self.lookup_peer = lookup_peer
+        self.network_exists = network_exists
         self.warnings: list[str] = []
         self.privileged = bool(hc.get("Privileged"))
         self.spec: dict = {}
@@ -338,6 +343,8 @@ class _Builder:
         elif net.startswith("container:"):
             ns.append({"type": "network", "path": self._peer_ns(net, "net", "network")})
         elif net in ("none", "default", "bridge"):
+            ns.append({"type": "network"})
+        elif self.network_exists is None or self.network_exists(net):
             ns.append({"type": "network"})
         else:
             raise NotFound(f"network {net} not found")

@@ -333,8 +333,11 @@ def test_network_modes():
     spec, _ = spec_of(host_config={"NetworkMode": "host"})
     assert "network" not in [n["type"] for n in spec["linux"]["namespaces"]]
     assert "net.ipv4.ping_group_range" not in spec["linux"].get("sysctl", {})
+    # Named networks are resolved when asked (at start), not at create.
+    spec, _ = spec_of(host_config={"NetworkMode": "mynet"})
+    assert {"type": "network"} in spec["linux"]["namespaces"]
     with pytest.raises(NotFound, match="network mynet not found"):
-        spec_of(host_config={"NetworkMode": "mynet"})
+        spec_of(host_config={"NetworkMode": "mynet"}, network_exists=lambda name: False)
 
 
 def test_container_modes():
