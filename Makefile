@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/shim_memory.py
 	$(PY) bench/task_start.py
 	$(PY) bench/pull.py
+	$(PY) bench/engine.py
 
 setup: apt venv bytecode fixtures
 
