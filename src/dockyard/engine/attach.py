@@ -190,14 +190,16 @@ class Result:
 
 async def pump(conn, stream: TaskStream, *, tty: bool, stdout: bool = True, stderr: bool = True,
                stdin: bool = False, close_stdin: bool = False,
-               detach_keys: streams.DetachKeys | None = None) -> Result:
+               detach_keys: streams.DetachKeys | None = None, terminal: bool | None = None) -> Result:
     """Copies until the process exits, the client detaches, or the client is gone. `conn` is the
-    hijacked connection (read(n) → b"" at the client's half-close; write(data))."""
+    hijacked connection (read(n) → b"" at the client's half-close; write(data)). `tty`: raw
+    output, else framed; `terminal` (default: `tty`): the process has one, so the detach keys
+    are watched for."""
     result = Result()
     detached = asyncio.Event()
 
     async def copy_in():
-        keys = detach_keys if tty else None
+        keys = detach_keys if (tty if terminal is None else terminal) else None
         while True:
             try:
                 data = await conn.read(READ_SIZE)

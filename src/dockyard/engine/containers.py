@@ -50,6 +50,7 @@ from dockyard.containerd.tasks.manager import create_options
 from dockyard.engine import attach, health, hostfiles, names, restarts, spec as specs, timeutil
 from dockyard.engine.events import container_attributes
 from dockyard.engine.filters import Filters
+from dockyard.engine.gojson import go_keys
 from dockyard.engine.state import State, status_string
 from dockyard.engine.store import Container
 from dockyard.errors import (Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure,
@@ -88,7 +89,9 @@ HOST_CONFIG_KEYS = RESOURCE_KEYS | frozenset({
     "Cgroup", "Links", "OomScoreAdj", "PidMode", "Privileged", "PublishAllPorts", "ReadonlyRootfs",
     "SecurityOpt", "StorageOpt", "Tmpfs", "UTSMode", "UsernsMode", "ShmSize", "Sysctls", "Runtime",
     "Isolation", "MaskedPaths", "ReadonlyPaths", "InitPath", "Capabilities"})
-BODY_KEYS = CONFIG_KEYS | {"HostConfig", "NetworkingConfig"}
+# "Runtime" at the top level: docker-py (6.x) sends create_container(runtime=…) there; dockerd's
+# decoder ignores it (the Config struct has no such field), and so do we.
+BODY_KEYS = CONFIG_KEYS | {"HostConfig", "NetworkingConfig", "Runtime"}
 UPDATE_KEYS = RESOURCE_KEYS | {"RestartPolicy"}
 
 LIST_FILTERS = frozenset({"ancestor", "before", "expose", "exited", "health", "id", "isolation",
@@ -166,10 +169,17 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * (1024 ** power))
 
 
+# dockerd's built-in logging drivers; any other name is refused at create as dockerd refuses it.
+LOG_DRIVERS = frozenset({"json-file", "local", "none", "syslog", "journald", "gelf", "fluentd",
+                         "awslogs", "splunk", "etwlogs", "gcplogs", "logentries"})
+
+
 def log_options(host_config: dict) -> tuple[int, int]:
     """(max size, max files) of the json-file log from HostConfig.LogConfig."""
     lc = host_config.get("LogConfig") or {}
     kind = lc.get("Type") or "json-file"
+    if kind not in LOG_DRIVERS:
+        raise InvalidArgument(f"logger: no log driver named '{kind}' is registered")  # dockerd's words
     if kind != "json-file":
         raise Unsupported(f'logging driver "{kind}" is not supported: dockyardd writes json-file logs')
     opts = lc.get("Config") or {}
@@ -187,8 +197,8 @@ def log_options(host_config: dict) -> tuple[int, int]:
             raise InvalidArgument(f"invalid value for max-file: {opts['max-file']}") from None
         if max_file < 1:
             raise InvalidArgument("max-file cannot be less than 1")
-        if max_file > 1 and max_size < 0:
-            raise InvalidArgument("max-file cannot be set without max-size")
+    if max_size < 0:
+        max_file = 1  # as json-file in dockerd: without max-size there is no rotation, max-file is moot
     return max_size, max_file
 
 
@@ -220,6 +230,7 @@ def _strslice(value: Any, what: str) -> list[str] | None:
 
 def validate_create_body(body: dict) -> tuple[dict, dict, dict]:
     """(Config, HostConfig, NetworkingConfig) of a create request, type-checked."""
+    body = go_keys(body, BODY_KEYS)
     unknown = sorted(set(body) - BODY_KEYS)
     if unknown:
         raise InvalidArgument(f"unknown field \"{unknown[0]}\" in the container configuration")
@@ -237,6 +248,7 @@ def validate_create_body(body: dict) -> tuple[dict, dict, dict]:
         host_config = {}
     if not isinstance(host_config, dict):
         raise InvalidArgument("invalid HostConfig: want an object")
+    host_config = go_keys(host_config, HOST_CONFIG_KEYS)
     unknown = sorted(set(host_config) - HOST_CONFIG_KEYS)
     if unknown:
         raise InvalidArgument(f"unknown field \"{unknown[0]}\" in HostConfig")
@@ -465,7 +477,9 @@ class Containers:
         if not merged["Hostname"]:
             merged["Hostname"] = cid[:12]
         args = specs.process_args(merged)
-        host_config.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        log_config = host_config.get("LogConfig") or {}
+        host_config["LogConfig"] = {"Type": log_config.get("Type") or "json-file",
+                                    "Config": log_config.get("Config") or {}}
         cdir = self.dir_of(cid)
         os.makedirs(cdir, mode=0o710)
         snapshot_made = record_made = False
@@ -909,16 +923,19 @@ class Containers:
             st = c.state
             if st.removal_in_progress:
                 raise Conflict(f"removal of container {c.id} is already in progress")
+            # Running includes restarting (a restart policy's back-off), as in dockerd: neither
+            # goes without force.
+            if st.running and not force:
+                if st.paused:
+                    raise Conflict(f'cannot remove container "/{c.name}": container is paused '
+                                   "and must be unpaused first")
+                word = "restarting" if st.restarting else "running"
+                raise Conflict(f'cannot remove container "/{c.name}": container is {word}: '
+                               "stop the container before removing or force remove")
             restarter = getattr(self.daemon, "restarts", None)
             if restarter is not None:
                 restarter.forget(c.id)
             if st.running and not st.restarting:
-                if not force:
-                    if st.paused:
-                        raise Conflict(f'cannot remove container "/{c.name}": container is paused '
-                                       "and must be unpaused first")
-                    raise Conflict(f'cannot remove container "/{c.name}": container is running: '
-                                   "stop the container before removing or force remove")
                 exited = self._next_exit(c.id)
             c.state.set_removal_in_progress()
             self.store.save(c)
@@ -973,6 +990,7 @@ class Containers:
     async def update(self, ref: str, body: dict) -> list[str]:
         """POST /containers/{id}/update: resources (applied to a running task at once) and the
         restart policy. Returns dockerd's warnings."""
+        body = go_keys(body, UPDATE_KEYS)
         unknown = sorted(set(body) - UPDATE_KEYS)
         if unknown:
             raise InvalidArgument(f"unknown field \"{unknown[0]}\" in the update")

@@ -32,11 +32,14 @@ from dockyard.engine.attach import TaskStream
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.linux import fs as linux_fs
 from dockyard.linux.capabilities import NAMES as CAP_NAMES
+from dockyard.engine.gojson import go_keys
 from dockyard.linux.user import parse_user_spec
 
 log = logging.getLogger("dockyard.engine.execs")
 
 KEEP_FINISHED = 64
+EXEC_CONFIG_KEYS = frozenset({"AttachStdin", "AttachStdout", "AttachStderr", "ConsoleSize", "DetachKeys",
+                              "Tty", "Env", "Cmd", "Privileged", "User", "WorkingDir"})
 PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 STDIN_OPEN = "attach"  # ExecProcessRequest.stdin: any non-empty value keeps stdin open
 ALL_CAPS = [CAP_NAMES[n] for n in sorted(CAP_NAMES)]
@@ -185,6 +188,7 @@ class Execs:
 
     def create(self, container_ref: str, config: dict) -> Exec:
         """POST /containers/{id}/exec: an ExecConfig → the new Exec (not started)."""
+        config = go_keys(config, EXEC_CONFIG_KEYS)  # docker-py sends "detachKeys"
         c = self._container(container_ref)
         cmd = _str_list(config.get("Cmd"), "Cmd")
         if not cmd:
@@ -263,9 +267,7 @@ class Execs:
                     console_size: list[int] | None = None) -> TaskStream | None:
         """POST /exec/{id}/start: runs the exec; with `attach`, the stream of its stdio (opened
         before the process starts). The exit is recorded by a watcher either way."""
-        ex, c = self.check_startable(exec_id)
-        if tty is not None:
-            ex.tty = ex.tty or tty
+        ex, c = self.check_startable(exec_id)  # the start's Tty only frames the stream (dockerd)
         if console_size:
             ex.console_size = _console_size(console_size)
         ex.started = True

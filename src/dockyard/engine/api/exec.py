@@ -43,7 +43,10 @@ async def exec_start(request: web.Request):
         await daemon.execs.start_exec(ex.id, attach=False, tty=tty, console_size=body.get("ConsoleSize"))
         return web.Response(status=200)
     daemon.execs.check_startable(ex.id)  # 404/409 before the hijack
-    use_tty = ex.tty or bool(tty)
+    # As dockerd: the framing follows this request's Tty, not the exec's (a process with a
+    # terminal started with Tty false is framed, all of it as stdout); the terminal itself and
+    # the detach keys follow the exec's Tty.
+    use_tty = bool(tty)
     keys = streams.DetachKeys(ex.detach_keys or None)
     conn = await httputil.hijack(request, content_type=streams.stream_content_type(use_tty, request["api_version"]))
     try:
@@ -54,7 +57,8 @@ async def exec_start(request: web.Request):
         await conn.write(message if use_tty else streams.frame(streams.STDOUT, message))
         return None
     result = await attaching.pump(conn, stream, tty=use_tty, stdout=ex.attach_stdout, stderr=ex.attach_stderr,
-                                  stdin=ex.attach_stdin, close_stdin=True, detach_keys=keys)
+                                  stdin=ex.attach_stdin, close_stdin=True, detach_keys=keys,
+                                  terminal=ex.tty)
     if not result.detached and not result.client_gone:
         await ex.done.wait()  # the exit code is in inspect before the client reads the stream's end
     return None
