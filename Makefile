@@ -11,15 +11,21 @@ FIXTURES := build/fixtures
 APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo docker.io tini
 BENCH_PACKAGES := debootstrap
 
-.PHONY: run test test-slow bench setup apt venv bytecode fixtures proto clean
+.PHONY: run test test-dockerpy test-slow bench setup apt venv bytecode fixtures proto clean
 
 # dockyardd on a private socket under build/run, the bundled busybox image loaded, a container
 # run from it with the docker CLI, both daemons stopped again.
 run: setup
 	tools/run-demo.sh
 
+# The main suite, then docker-py's own integration suite against a private dockyardd
+# (tests/dockerpy/run.py; failures other than those listed with a reason fail the run).
 test: setup
 	$(PY) -m pytest -q
+	$(PY) tests/dockerpy/run.py
+
+test-dockerpy: setup
+	$(PY) tests/dockerpy/run.py
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
