@@ -294,3 +294,30 @@ def fresh_engine(subreaper, busybox_archive):  # noqa: F811
     yield e
     leftovers = e.cleanup()
     assert not leftovers, f"left behind: {leftovers}"
+
+
+# -- helpers the engine tests share --------------------------------------------------------------
+
+def docker(engine, *args, check=True, timeout=60):
+    """The docker CLI against `engine`; by default a failure fails the test."""
+    r = engine.docker(*args, timeout=timeout)
+    if check:
+        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+    return r
+
+
+def inspect(engine, name):
+    status, _, body = engine.http("GET", f"/v1.45/containers/{name}/json")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def wait_for(predicate, timeout=60.0, interval=0.05):
+    """predicate()'s first truthy value, polled until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

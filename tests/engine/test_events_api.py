@@ -9,12 +9,7 @@ import urllib.parse
 
 import pytest
 
-
-def docker(engine, *args, check=True, timeout=60):
-    r = engine.docker(*args, timeout=timeout)
-    if check:
-        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
-    return r
+from tests.engine.conftest import docker, wait_for
 
 
 def events_cli(engine, since, until, *filters):
@@ -74,16 +69,6 @@ class EventStream:
 
     def close(self):
         self.sock.close()
-
-
-def wait_for(predicate, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_cli_events_since_until_replays_a_run(engine):

@@ -10,37 +10,15 @@ import signal
 import subprocess
 import time
 
+from tests.engine.conftest import docker, inspect, wait_for
 from tests.engine.test_events_api import EventStream
 
 LOOP = "i=0; while [ ! -e /tmp/stop ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo bye; exit 7"
 
 
-def docker(engine, *args, check=True, timeout=60):
-    r = engine.docker(*args, timeout=timeout)
-    if check:
-        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
-    return r
-
-
-def inspect(engine, name):
-    status, _, body = engine.http("GET", f"/v1.45/containers/{name}/json")
-    assert status == 200, body
-    return json.loads(body)
-
-
 def ps(engine, *args):
     out = docker(engine, "ps", *args, "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.State}}").stdout
     return sorted(out.splitlines())
-
-
-def wait_for(predicate, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def gone(pid):

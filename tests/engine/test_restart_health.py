@@ -9,28 +9,7 @@ import time
 
 import pytest
 
-
-def docker(engine, *args, check=True, timeout=60):
-    r = engine.docker(*args, timeout=timeout)
-    if check:
-        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
-    return r
-
-
-def inspect(engine, name):
-    status, _, body = engine.http("GET", f"/v1.45/containers/{name}/json")
-    assert status == 200, body
-    return json.loads(body)
-
-
-def wait_for(predicate, timeout=60.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from tests.engine.conftest import docker, inspect, wait_for
 
 
 def events(engine, since, *filters):

@@ -25,11 +25,11 @@ import os
 import signal
 import socket
 import ssl
-import stat
 
 from aiohttp import web
 
 import dockyard
+from dockyard import daemonfiles
 from dockyard.errors import Conflict, InvalidArgument, SystemFailure
 
 from . import containerd as containerd_module
@@ -47,47 +47,14 @@ def _fields(**values) -> dict:
     return {"fields": values}
 
 
-def _make_dir(path: str, mode: int) -> None:
-    try:
-        os.makedirs(path)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise SystemFailure(f"{path} exists and is not a directory") from None
-        return
-    os.chmod(path, mode)
-
-
-def claim_socket(path: str) -> None:
-    """Nothing at `path`, or a stale socket (removed); a socket someone answers on, or a file
-    that is not a socket, is refused."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise Conflict(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        log.info("removed stale socket", extra=_fields(path=path))
-        return
-    except FileNotFoundError:
-        return
-    except (BlockingIOError, TimeoutError):
-        pass
-    finally:
-        probe.close()
-    raise Conflict(f"another daemon is serving on {path}")
 
 
 def unix_listener(path: str, group: str) -> socket.socket:
     """A listening unix socket at `path`, 0660 from its first instant, owned by `group` when
     that group exists (dockerd: -G docker)."""
-    _make_dir(os.path.dirname(path), 0o711)
-    claim_socket(path)
+    daemonfiles.make_dir(os.path.dirname(path), 0o711)
+    if daemonfiles.claim_socket(path):
+        log.info("removed stale socket", extra=_fields(path=path))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o117)
     try:
@@ -171,8 +138,8 @@ class Server:
         cfg = self.config
         log.info("starting dockyardd", extra=_fields(version=dockyard.__version__, data_root=cfg.data_root,
                                                       exec_root=cfg.exec_root))
-        _make_dir(cfg.data_root, 0o711)
-        _make_dir(cfg.exec_root, 0o711)
+        daemonfiles.make_dir(cfg.data_root, 0o711)
+        daemonfiles.make_dir(cfg.exec_root, 0o711)
         self._lock_data_root()
         self._write_pidfile()
         ssl_ctx = tls_context(cfg) if any(h.startswith("tcp://") for h in cfg.hosts) else None
@@ -221,7 +188,7 @@ class Server:
                 pid = int(f.read().strip() or "0")
             if pid and pid != os.getpid() and _running(pid):
                 raise Conflict(f"pid file found, ensure dockyardd is not running or delete {path}")
-        _make_dir(os.path.dirname(path), 0o711)
+        daemonfiles.make_dir(os.path.dirname(path), 0o711)
         with open(path + ".tmp", "w") as f:
             f.write(f"{os.getpid()}")
         os.replace(path + ".tmp", path)

@@ -14,8 +14,6 @@ import fcntl
 import logging
 import os
 import signal
-import socket
-import stat
 import sys
 import threading
 from concurrent import futures
@@ -24,6 +22,7 @@ import grpc
 
 import dockyard
 from dockyard.containerd.daemon.backends import Backends
+from dockyard import daemonfiles
 from dockyard.errors import Conflict, DockyardError, SystemFailure
 
 from . import config as config_module
@@ -42,43 +41,6 @@ _DRAIN_POLL = 0.05
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _make_dir(path: str, mode: int) -> None:
-    """mkdir -p; the mode is set on the directory only when we create it."""
-    try:
-        os.makedirs(path)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise SystemFailure(f"{path} exists and is not a directory") from None
-        return
-    os.chmod(path, mode)
-
-
-def _claim_socket(path: str) -> None:
-    """Makes way for our socket at `path`: nothing there, or a stale socket, which is removed.
-    A socket a process still answers on, or a file that is not a socket, is refused."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise Conflict(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:  # nobody listens: a daemon that died without cleaning up
-        os.unlink(path)
-        log.info("removed stale socket", extra=fields(address=path))
-        return
-    except FileNotFoundError:  # it went away meanwhile
-        return
-    except (BlockingIOError, TimeoutError):  # a full backlog: someone is there, just busy
-        pass
-    except OSError as e:
-        raise SystemFailure(f"cannot probe {path}: {e.strerror or e}") from None
-    finally:
-        probe.close()
-    raise Conflict(f"another daemon is serving on {path}")
 
 
 class Server:
@@ -105,11 +67,12 @@ class Server:
             version=dockyard.__version__, address=cfg.address, root=cfg.root, state=cfg.state))
         # 0711: shims and containers must be able to traverse into bundles and snapshots under
         # them (a user-namespaced container's root is not our root), but not to list them.
-        _make_dir(cfg.state, 0o711)
-        _make_dir(cfg.root, 0o711)
-        _make_dir(os.path.dirname(cfg.address), 0o700)
+        daemonfiles.make_dir(cfg.state, 0o711)
+        daemonfiles.make_dir(cfg.root, 0o711)
+        daemonfiles.make_dir(os.path.dirname(cfg.address), 0o700)
         self._lock_root()
-        _claim_socket(cfg.address)
+        if daemonfiles.claim_socket(cfg.address):
+            log.info("removed stale socket", extra=fields(address=cfg.address))
         self._backends = Backends(cfg.root, cfg.state)
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
