@@ -177,6 +177,21 @@ def fmt_ms(value: float) -> str:
     return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
 
 
+def comparison_row(label: str, ours, peer, key: str) -> tuple[list[str], float | None]:
+    """One table row, `label` then "median / p90" of each side's samples[key] and the ratio
+    median(ours)/median(peer); each side has .samples (key → ms) and .error (it did not run)."""
+    cells = [label]
+    for side in (ours, peer):
+        s = side.samples.get(key)
+        cells.append(f"{fmt_ms(median(s))} / {fmt_ms(p90(s))}" if s and not side.error
+                     else "unavailable" if side.error else "-")
+    o, p = ours.samples.get(key), peer.samples.get(key)
+    if o and p and not ours.error and not peer.error:
+        ratio = round(median(o) / median(p), 3)
+        return cells + [f"{ratio:.2f}x"], ratio
+    return cells + ["-"], None
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     """Left-aligned first column, right-aligned others; rows of a single cell span the table."""
     width = [max(len(r[i]) for r in [header, *rows] if len(r) > 1) for i in range(len(header))]

@@ -38,8 +38,8 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (REPO, Interrupted, Reaper, cgroup_hierarchies, first_line, fmt_ms,  # noqa: E402
-                     median, p90, summary, table, timed, unwind_on_signals)
+from _common import (REPO, Interrupted, Reaper, cgroup_hierarchies, comparison_row,  # noqa: E402
+                     first_line, summary, table, timed, unwind_on_signals)
 from tests.engine.conftest import DOCKER, Engine  # noqa: E402
 from tests.fixtures.dockerd import Dockerd, missing_tools  # noqa: E402
 
@@ -247,18 +247,10 @@ def report(sides: list[Side], rows: list[str], args) -> tuple[str, dict]:
                                     "results": {row: summary(s) for row, s in side.samples.items()}}
     cells_rows, ratios = [], {}
     for row in rows:
-        cells = [row]
-        for side in (ours, peer):
-            s = side.samples.get(row)
-            cells.append(f"{fmt_ms(median(s))} / {fmt_ms(p90(s))}" if s and not side.error
-                         else "unavailable" if side.error else "-")
-        o, p = ours.samples.get(row), peer.samples.get(row)
-        if o and p and not ours.error and not peer.error:
-            ratios[row] = round(median(o) / median(p), 3)
-            cells.append(f"{ratios[row]:.2f}x")
-        else:
-            cells.append("-")
+        cells, ratio = comparison_row(row, ours, peer, row)
         cells_rows.append(cells)
+        if ratio is not None:
+            ratios[row] = ratio
     data["ratio_ours_over_peer"] = ratios
     lines = [f"docker CLI against each engine, --network none; {args.rounds} rounds after {args.warmup} "
              f"warm-up ({args.concurrent_rounds} for the concurrent row), sides interleaved",

@@ -33,8 +33,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (REPO, Interrupted, first_line, fmt_ms, median, p90, summary,  # noqa: E402
-                     table, timed, unwind_on_signals)
+from _common import (REPO, Interrupted, comparison_row, first_line, summary, table, timed,  # noqa: E402
+                     unwind_on_signals)
 import images  # noqa: E402
 from tests.fixtures.dockerd import DOCKER_CLI, Dockerd, missing_tools  # noqa: E402
 from tests.fixtures.host import mounts_under  # noqa: E402
@@ -217,19 +217,12 @@ def report(sides: list[Side], facts: dict, rounds: int, warmup: int) -> tuple[st
                                     "results": {img: summary(s) for img, s in side.samples.items()}}
     rows, ratios = [], {}
     for image, f in facts.items():
-        cells = [f"{image} ({f['layer_bytes'] / 1e6:.1f} MB gz, {f['unpacked_bytes'] / 1e6:.0f} MB, "
-                 f"{f['entries']} entries)"]
-        for side in (ours, peer):
-            s = side.samples.get(image)
-            cells.append(f"{fmt_ms(median(s))} / {fmt_ms(p90(s))}" if s and not side.error
-                         else "unavailable" if side.error else "-")
-        o, p = ours.samples.get(image), peer.samples.get(image)
-        if o and p and not ours.error and not peer.error:
-            ratios[image] = round(median(o) / median(p), 3)
-            cells.append(f"{ratios[image]:.2f}x")
-        else:
-            cells.append("-")
+        label = (f"{image} ({f['layer_bytes'] / 1e6:.1f} MB gz, {f['unpacked_bytes'] / 1e6:.0f} MB, "
+                 f"{f['entries']} entries)")
+        cells, ratio = comparison_row(label, ours, peer, image)
         rows.append(cells)
+        if ratio is not None:
+            ratios[image] = ratio
     data["ratio_ours_over_peer"] = ratios
     lines = [f"image pull, {rounds} rounds after {warmup} warm-up, sides interleaved "
              "(wall ms of one CLI pull into an empty engine)",
