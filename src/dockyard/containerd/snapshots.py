@@ -335,6 +335,24 @@ class OverlaySnapshotter:
             raise SystemFailure(f"remove {path}: {e.strerror or e}") from None
 
 
+def read_only_mounts(mounts: list[Mount]) -> list[Mount]:
+    """The same filesystem, read-only and without an upper directory: an overlay's upperdir
+    becomes its top lower layer (whiteouts in it still hide what they hide), so a running
+    container's upper and work directories are never mounted a second time."""
+    out = []
+    for mnt in mounts:
+        if mnt.type == "overlay":
+            options = [o for o in mnt.options if not o.startswith(("upperdir=", "workdir="))]
+            upper = next((o[len("upperdir="):] for o in mnt.options if o.startswith("upperdir=")), "")
+            if upper:
+                options = [f"lowerdir={upper}:{o[len('lowerdir='):]}" if o.startswith("lowerdir=") else o
+                           for o in options]
+            out.append(Mount(mnt.type, mnt.source, [o for o in options if o != "rw"] + ["ro"]))
+        else:
+            out.append(Mount(mnt.type, mnt.source, [o for o in mnt.options if o != "rw"] + ["ro"]))
+    return out
+
+
 def mount_all(mounts: list[Mount], target: str) -> None:
     """Mount each of `mounts` on `target`, in order (stacked, as containerd's mount.All). On
     failure, whatever was mounted is unmounted again."""

@@ -249,7 +249,7 @@ def _path_stat(root_fd: int, path: str, st: os.stat_result) -> dict:
 
 # -- GET archive --------------------------------------------------------------------------------------
 
-class _RebasedWriter(layer_diff._TarWriter):  # noqa: SLF001 - the one tar writer of the project
+class _RebasedWriter(layer_diff.TarWriter):  # the one tar writer of the project
     """Tar entries of a walked directory named under `base/`; hardlink names too."""
 
     def __init__(self, out, base: str):
@@ -262,10 +262,10 @@ class _RebasedWriter(layer_diff._TarWriter):  # noqa: SLF001 - the one tar write
         super().entry(self.prefix + name, typeflag, st, linkname=linkname, **kwargs)
 
     def top(self, name, typeflag, st, **kwargs):
-        layer_diff._TarWriter.entry(self, name, typeflag, st, **kwargs)  # noqa: SLF001
+        layer_diff.TarWriter.entry(self, name, typeflag, st, **kwargs)
 
 
-class _Walker(layer_diff._Walker):  # noqa: SLF001
+class _Walker(layer_diff.Walker):
     """diff.py's fd walk, skipping the mounts of virtual filesystems (a running container's
     /proc, /sys, /dev/pts … as its process sees them)."""
 
@@ -697,12 +697,6 @@ def _opaque_fd(fd: int) -> bool:
 
 # -- the container's root -----------------------------------------------------------------------------
 
-def read_only(mounts):
-    """The snapshot's mounts read-only, its upperdir the top lowerdir (never mounted twice)."""
-    from dockyard.containerd.transfer.archive import _read_only  # noqa: PLC0415 - one rule, one place
-    return _read_only(mounts)
-
-
 class Root:
     """An fd on a container's root directory (`fd`), from its running init or its snapshot
     mounted on a private directory; `close()` lets go of it (unmounting what was mounted).
@@ -739,7 +733,7 @@ class Root:
         os.makedirs(scratch_dir, mode=0o700, exist_ok=True)
         target = tempfile.mkdtemp(prefix="fs-", dir=scratch_dir)
         try:
-            csnapshots.mount_all(list(mounts) if writable else read_only(mounts), target)
+            csnapshots.mount_all(list(mounts) if writable else csnapshots.read_only_mounts(mounts), target)
         except DockyardError:
             os.rmdir(target)
             raise

@@ -75,9 +75,9 @@ def _open_root(path: str) -> int:
 
 def _write(root: str, out, *, whiteouts: bool, lower_fds: list[int]) -> DiffResult:
     root_fd = _open_root(root)
-    writer = _TarWriter(out)
+    writer = TarWriter(out)
     try:
-        _Walker(writer, whiteouts, lower_fds).walk(root_fd)
+        Walker(writer, whiteouts, lower_fds).walk(root_fd)
         writer.finish()
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -89,8 +89,8 @@ def _write(root: str, out, *, whiteouts: bool, lower_fds: list[int]) -> DiffResu
     return DiffResult("sha256:" + writer.hash.hexdigest(), writer.size)
 
 
-class _Walker:
-    def __init__(self, writer: "_TarWriter", whiteouts: bool, lower_fds: list[int]):
+class Walker:
+    def __init__(self, writer: "TarWriter", whiteouts: bool, lower_fds: list[int]):
         self.w = writer
         self.whiteouts = whiteouts
         self.lower_fds = lower_fds
@@ -210,7 +210,7 @@ def _keep(xattrs: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in xattrs.items() if not k.startswith(_OVERLAY_XATTR_PREFIX)}
 
 
-class _TarWriter:
+class TarWriter:
     """POSIX pax tar output, buffered, hashed and counted."""
 
     def __init__(self, out):

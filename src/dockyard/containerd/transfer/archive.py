@@ -28,7 +28,7 @@ from dockyard.oci import image as oci
 
 from ..gc import LABEL_REF_CONTENT
 from ..metadata import Descriptor, Image, Resource
-from ..snapshots import Kind, Mount, mount_all, unmount_all
+from ..snapshots import Kind, mount_all, read_only_mounts, unmount_all
 from . import progress as p
 from . import unpack
 from .stores import Stores
@@ -361,24 +361,6 @@ def import_rootfs(stores: Stores, ns: str, stream: BinaryIO, name: str, *,
             stores.content.abort(ns, ingest)
 
 
-def _read_only(mounts: list[Mount]) -> list[Mount]:
-    """The same filesystem, read-only and without an upper directory: an overlay's upperdir
-    becomes its top lower layer (whiteouts in it still hide what they hide), so a running
-    container's upper and work directories are never mounted a second time."""
-    out = []
-    for mnt in mounts:
-        if mnt.type == "overlay":
-            options = [o for o in mnt.options if not o.startswith(("upperdir=", "workdir="))]
-            upper = next((o[len("upperdir="):] for o in mnt.options if o.startswith("upperdir=")), "")
-            if upper:
-                options = [f"lowerdir={upper}:{o[len('lowerdir='):]}" if o.startswith("lowerdir=") else o
-                           for o in options]
-            out.append(Mount(mnt.type, mnt.source, [o for o in options if o != "rw"] + ["ro"]))
-        else:
-            out.append(Mount(mnt.type, mnt.source, [o for o in mnt.options if o != "rw"] + ["ro"]))
-    return out
-
-
 def export_snapshot(stores: Stores, ns: str, key: str, out: BinaryIO, *, staging: str) -> None:
     """`docker export`: the filesystem of snapshot `key` (a container's, active, or a committed
     layer's) as one tar on `out`, mounted read-only for the time it takes."""
@@ -392,7 +374,7 @@ def export_snapshot(stores: Stores, ns: str, key: str, out: BinaryIO, *, staging
     os.makedirs(staging, mode=0o700, exist_ok=True)
     target = tempfile.mkdtemp(prefix="export-", dir=staging)
     try:
-        mount_all(_read_only(mounts), target)
+        mount_all(read_only_mounts(mounts), target)
         try:
             diff.write_tree(target, out)
         finally:
