@@ -21,10 +21,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from dockyard.database import Database
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
 from . import filters
-from .database import Database
 from .identifiers import (apply_label_update, validate_digest, validate_identifier, validate_key,
                           validate_labels, validate_namespace, validate_ref)
 

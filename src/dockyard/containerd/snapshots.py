@@ -37,11 +37,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from dockyard.database import Database
 from dockyard.errors import Conflict, NotFound, SystemFailure
 from dockyard.linux import mount as m
 
 from . import filters
-from .database import Database
 from .identifiers import apply_label_update, validate_key, validate_labels, validate_namespace
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The engine's container records: engine.db (SQLite, WAL; `containerd/database.py`) holding, per
+"""The engine's container records: engine.db (SQLite, WAL; `dockyard/database.py`) holding, per
 container, what dockerd keeps in its `config.v2.json` and `hostconfig.json`: the Docker Config and
 HostConfig as created, the State (engine/state.py), names, the image, paths, the restart count.
 
@@ -18,7 +18,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
-from dockyard.containerd.database import Database
+from dockyard.database import Database
 from dockyard.engine.state import State
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
