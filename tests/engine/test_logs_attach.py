@@ -253,3 +253,17 @@ def test_resize_needs_running_container(engine):
     status, _, body = engine.http("POST", f"/containers/{cid}/resize?h=20&w=80")
     assert status == 409 and "is not running" in json.loads(body)["message"]
     engine.http("DELETE", f"/containers/{cid}?force=1")
+
+
+def test_log_driver_none_keeps_no_log_but_attach_works(engine):
+    r = run(engine, "run", "--name", "nolog", "--log-driver", "none", "busybox", "echo", "hi")
+    assert r.stdout == "hi\n"  # attached output does not go through the log
+    info = json.loads(run(engine, "inspect", "nolog").stdout)[0]
+    assert info["LogPath"] == "" and info["HostConfig"]["LogConfig"]["Type"] == "none"
+    r = run(engine, "logs", "nolog", check=False)
+    assert r.returncode != 0 and "configured logging driver does not support reading" in r.stderr
+    # (the CLI refuses options for `none` itself; the daemon does too)
+    status, _, body = engine.http("POST", "/v1.45/containers/create", {
+        "Image": "busybox", "HostConfig": {"LogConfig": {"Type": "none", "Config": {"max-size": "1k"}}}})
+    assert status == 400 and json.loads(body)["message"] == "unknown log opt 'max-size' for none log driver"
+    run(engine, "rm", "nolog")

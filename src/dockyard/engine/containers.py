@@ -174,17 +174,26 @@ LOG_DRIVERS = frozenset({"json-file", "local", "none", "syslog", "journald", "ge
                          "awslogs", "splunk", "etwlogs", "gcplogs", "logentries"})
 
 
+def log_driver(host_config: dict) -> str:
+    return (host_config.get("LogConfig") or {}).get("Type") or "json-file"
+
+
 def log_options(host_config: dict) -> tuple[int, int]:
-    """(max size, max files) of the json-file log from HostConfig.LogConfig."""
+    """(max size, max files) of the json-file log from HostConfig.LogConfig; the `none` driver
+    keeps no log at all."""
     lc = host_config.get("LogConfig") or {}
-    kind = lc.get("Type") or "json-file"
+    kind = log_driver(host_config)
     if kind not in LOG_DRIVERS:
         raise InvalidArgument(f"logger: no log driver named '{kind}' is registered")  # dockerd's words
-    if kind != "json-file":
+    if kind not in ("json-file", "none"):
         raise Unsupported(f'logging driver "{kind}" is not supported: dockyardd writes json-file logs')
     opts = lc.get("Config") or {}
     if not isinstance(opts, dict) or not all(isinstance(v, str) for v in opts.values()):
         raise InvalidArgument("LogConfig.Config must map option names to strings")
+    if kind == "none":
+        if opts:
+            raise InvalidArgument(f"unknown log opt '{sorted(opts)[0]}' for none log driver")
+        return -1, 1
     unknown = sorted(set(opts) - {"max-size", "max-file", "compress", "labels", "env", "env-regex", "tag"})
     if unknown:
         raise InvalidArgument(f"unknown log opt '{unknown[0]}' for json-file log driver")
@@ -492,7 +501,8 @@ class Containers:
                           host_config=host_config, state=State(),
                           network_settings=self._network_settings(host_config),
                           mounts=_mount_points(host_config),
-                          log_path=os.path.join(cdir, f"{cid}-json.log"))
+                          log_path=("" if log_driver(host_config) == "none"
+                                    else os.path.join(cdir, f"{cid}-json.log")))
             spec, warnings = await self._build_spec(c, image_config)
             await rpc(self._ctr.containers.Create(cpb.CreateContainerRequest(container=cpb.Container(
                 id=cid, image=(info.names[0] if info.names else info.id), snapshotter=SNAPSHOTTER,
@@ -602,8 +612,9 @@ class Containers:
             update_mask={"paths": ["spec"]})))
         await self._delete_task(c.id)  # a stale one (a start cut short)
         max_size, max_file = log_options(c.host_config)
+        # The `none` driver: the shim's output goes nowhere (inspect's LogPath is "", as dockerd's).
         options = create_options(stdin=bool(c.config.get("OpenStdin")), log_max_size=max_size,
-                                 log_max_file=max_file, log_path=c.log_path)
+                                 log_max_file=max_file, log_path=c.log_path or os.devnull)
         mounts = await rpc(self._ctr.snapshots.Mounts(spb.MountsRequest(snapshotter=SNAPSHOTTER, key=c.id)))
         await rpc(self._ctr.tasks.Create(tpb.CreateTaskRequest(
             container_id=c.id, rootfs=mounts.mounts, terminal=bool(c.config.get("Tty")), options=options)))

@@ -68,6 +68,8 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     opts = LogOptions(stdout=stdout, stderr=stderr, since=_time(request, "since"), until=_time(request, "until"),
                       tail=_tail(request), timestamps=query_bool(request, "timestamps"),
                       details=query_bool(request, "details"), follow=query_bool(request, "follow"))
+    if not c.log_path:
+        raise Unsupported("configured logging driver does not support reading")  # dockerd's words
     tty = bool(c.config.get("Tty"))
     resp = web.StreamResponse(status=200)
     resp.content_type = streams.stream_content_type(tty, request["api_version"])
