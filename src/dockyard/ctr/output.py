@@ -5,6 +5,8 @@ import datetime
 import json
 import sys
 
+from dockyard.units import human_duration
+
 
 class Table:
     """Go's tabwriter with flags 0, as ctr builds it: `tabwriter.NewWriter(out, minwidth,
@@ -56,34 +58,6 @@ def progress_bytes(size: int) -> str:
     """containerd progress.Bytes: one decimal, binary units ("2.1 MiB")."""
     return _custom_size("%02.1f %s", float(size), 1024.0,
                         ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"])
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: "Less than a second", "5 minutes", "About an hour", "3 days"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def labels(pairs, empty: str = "-") -> str:

@@ -36,7 +36,6 @@ import shutil
 import signal as signals
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.protobuf import any_pb2
 
@@ -226,17 +225,6 @@ def _check_types(obj: dict, types: dict[str, tuple[type, ...]], where: str) -> N
             raise InvalidArgument(f"invalid {where}{key}: {json.dumps(value)[:80]} is not {want}")
 
 
-def _strslice(value: Any, what: str) -> list[str] | None:
-    """Docker's StrSlice: a string or a list of strings (null = not set)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise InvalidArgument(f"invalid {what}: want a string or an array of strings")
-
-
 def validate_create_body(body: dict) -> tuple[dict, dict, dict]:
     """(Config, HostConfig, NetworkingConfig) of a create request, type-checked."""
     body = go_keys(body, BODY_KEYS)
@@ -247,7 +235,7 @@ def validate_create_body(body: dict) -> tuple[dict, dict, dict]:
     _check_types(config, _TYPES, "Config.")
     for key in ("Cmd", "Entrypoint"):
         if key in config:
-            config[key] = _strslice(config[key], key)
+            config[key] = specs.strslice(config[key], key)
     if not all(isinstance(e, str) for e in config.get("Env") or []):
         raise InvalidArgument("invalid Config.Env: want an array of strings")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in (config.get("Labels") or {}).items()):

@@ -119,13 +119,13 @@ def merge_config(config: dict, image_config: dict) -> dict:
     a stored Config and the image config to `build_spec` again."""
     merged = copy.deepcopy(config)
     image = image_config or {}
-    entrypoint = _strslice(merged.get("Entrypoint"), "Entrypoint")
-    cmd = _strslice(merged.get("Cmd"), "Cmd")
+    entrypoint = strslice(merged.get("Entrypoint"), "Entrypoint")
+    cmd = strslice(merged.get("Cmd"), "Cmd")
     if not entrypoint:
         if not cmd:
-            cmd = _strslice(image.get("Cmd"), "Cmd")
+            cmd = strslice(image.get("Cmd"), "Cmd")
         if entrypoint is None:
-            entrypoint = _strslice(image.get("Entrypoint"), "Entrypoint")
+            entrypoint = strslice(image.get("Entrypoint"), "Entrypoint")
     if entrypoint == [""]:
         entrypoint = []
     merged["Entrypoint"] = entrypoint
@@ -156,8 +156,8 @@ def merge_config(config: dict, image_config: dict) -> dict:
 
 def process_args(config: dict) -> list[str]:
     """Path + Args of a merged Config (Entrypoint then Cmd); InvalidArgument when empty."""
-    args = (_strslice(config.get("Entrypoint"), "Entrypoint") or []) + \
-        (_strslice(config.get("Cmd"), "Cmd") or [])
+    args = (strslice(config.get("Entrypoint"), "Entrypoint") or []) + \
+        (strslice(config.get("Cmd"), "Cmd") or [])
     if not args:
         raise InvalidArgument("No command specified")
     return args
@@ -1100,7 +1100,7 @@ def _check_sysctl(key: str, net_mode: str, ipc_mode: str, uts_mode: str) -> None
     raise InvalidArgument(f"sysctl {key!r} is not allowed: it is not namespaced")
 
 
-def _strslice(value, what: str) -> list[str] | None:
+def strslice(value, what: str) -> list[str] | None:
     """Docker's StrSlice: a JSON string or an array of strings; None when absent."""
     if value is None:
         return None

@@ -14,6 +14,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
+from dockyard import units
 from dockyard.errors import InvalidArgument
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -199,29 +200,5 @@ def _local_zone(now: int | None) -> timezone:
 
 
 def human_duration(ns: int) -> str:
-    """go-units HumanDuration: "Less than a second", "1 second", "N seconds", "About a minute",
-    "N minutes", "About an hour", "N hours", "N days", "N weeks", "N months", "N years"."""
-    seconds = int(ns / SECOND)
-    if seconds < 1:
-        return "Less than a second"
-    if seconds == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{seconds} seconds"
-    minutes = int(ns / (60 * SECOND))
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(ns / (3600 * SECOND) + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(ns / (3600 * SECOND)) // 24 // 365} years"
+    """go-units HumanDuration of `ns` nanoseconds ("Up 3 seconds", "2 minutes ago")."""
+    return units.human_duration(ns / SECOND)
