@@ -33,7 +33,7 @@ import uuid
 import pytest
 
 from tests.fixtures import busybox
-from tests.fixtures.host import cgroup_roots, mounts_under
+from tests.fixtures.host import mounts_under, remove_cgroup_tree
 from tests.shim.conftest import alive, reap, subreaper, zombie_children  # noqa: F401
 
 BIN = os.path.dirname(sys.executable)
@@ -227,36 +227,11 @@ class Engine:
         for target in sorted(mounts_under(self.base) + mounts_under(self.exec_root), key=len, reverse=True):
             leftovers.append(f"mount {target}")
             subprocess.run(["umount", "-l", target], capture_output=True)
-        leftovers += [f"cgroup {p}" for p in _remove_cgroup_tree(self.cgroup_parent)]
+        leftovers += [f"cgroup {p}" for p in remove_cgroup_tree(self.cgroup_parent)]
         shutil.rmtree(self.base, ignore_errors=True)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         return leftovers
 
-
-
-def _remove_cgroup_tree(parent: str, timeout: float = 5.0) -> list[str]:
-    """rmdir `parent` and everything under it in every hierarchy, deepest first; returns the
-    container cgroups that were still there (the parent itself is ours to remove)."""
-    found = []
-    for root in cgroup_roots():
-        top = os.path.join(root, parent.lstrip("/"))
-        if not os.path.isdir(top):
-            continue
-        dirs = [d for d, _, _ in os.walk(top)]
-        found += [d for d in dirs if d != top]
-        for d in sorted(dirs, key=len, reverse=True):
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.05)
-    return found
 
 
 @pytest.fixture(scope="session")
