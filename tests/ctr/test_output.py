@@ -73,11 +73,3 @@ def test_an_unsupported_call_of_a_served_service_keeps_its_message():
     e = session._error("Tasks", _RpcError(grpc.StatusCode.UNIMPLEMENTED, "checkpoint is not supported"))
     assert isinstance(e, Unsupported) and str(e) == "checkpoint is not supported"
     assert isinstance(session._error("Tasks", _RpcError(grpc.StatusCode.NOT_FOUND, "task x")), NotFound)
-
-
-def test_create_options_agree_with_the_task_manager():
-    # attach.py spells the manager's options type to keep the daemon's imports out of the client.
-    from dockyard.containerd.tasks import manager
-    from dockyard.ctr import attach
-    assert attach.CREATE_OPTIONS_TYPE == manager.CREATE_OPTIONS_TYPE
-    assert manager.parse_create_options(attach.create_options(stdin=True)) == {"stdin": True}

@@ -5,28 +5,17 @@ before Start, so no output is missed, copy the output until the exit comes, and 
 exit status.
 
 Stdin is kept open for attach when Create's options (JSON in an Any, the manager's
-`create_options`) or Exec's `stdin` ask for it."""
+`containerd.taskoptions.create_options`) or Exec's `stdin` ask for it."""
 
 import contextlib
-import json
 import queue
-
-from google.protobuf import any_pb2
 
 from dockyard.api.services.tasks.v1 import tasks_pb2 as pb
 from dockyard.errors import SystemFailure
 
 from . import console
 
-# containerd/tasks/manager.py CREATE_OPTIONS_TYPE and create_options(): the same, spelt here
-# because importing the daemon's task manager would cost every dockyard-ctr call ~40 ms
-# (tests/ctr check that they agree).
-CREATE_OPTIONS_TYPE = "types.dockyard.dev/tasks/CreateOptions"
 STDIN_OPEN = "attach"  # ExecProcessRequest.stdin: any non-empty value keeps stdin open
-
-
-def create_options(stdin: bool) -> any_pb2.Any:
-    return any_pb2.Any(type_url=CREATE_OPTIONS_TYPE, value=json.dumps({"stdin": stdin}).encode())
 
 
 class Attached:

@@ -45,7 +45,7 @@ from dockyard.api.services.events.v1 import events_pb2 as epb
 from dockyard.api.services.snapshots.v1 import snapshots_pb2 as spb
 from dockyard.api.services.tasks.v1 import tasks_pb2 as tpb
 from dockyard.containerd import snapshots as csnapshots
-from dockyard.containerd.tasks.manager import create_options
+from dockyard.containerd.taskoptions import create_options
 from dockyard.engine import attach, health, hostfiles, names, restarts, spec as specs, timeutil
 from dockyard.engine.events import container_attributes
 from dockyard.engine.filters import Filters

@@ -10,6 +10,7 @@ The shims outlive the daemon: nothing here holds a container's stdio or its exit
 shim owns both; the daemon only relays calls and publishes events.
 """
 
-from .manager import TaskManager, create_options
+from ..taskoptions import create_options
+from .manager import TaskManager
 
 __all__ = ["TaskManager", "create_options"]

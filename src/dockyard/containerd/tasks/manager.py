@@ -46,6 +46,7 @@ from dockyard.containerd.events import EventBroker
 from dockyard.containerd.identifiers import validate_identifier, validate_namespace
 from dockyard.containerd.metadata import Containers
 from dockyard.containerd.snapshots import Mount, Snapshotter
+from dockyard.containerd.taskoptions import parse_create_options
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 from dockyard.shim.client import AttachStream, ShimClient
 from dockyard.shim.jsonlog import rfc3339nano
@@ -61,38 +62,6 @@ CALL_TIMEOUT = 60.0      # a shim call that runs the runtime (create, delete, ps
 CONNECT_TIMEOUT = 5.0    # dialling a shim on recovery: a hung shim must not hold up start-up
 EXIT_PUBLISH_WAIT = 10.0  # Delete waits this long for the watcher to publish the exit first
 UNKNOWN_EXIT = 255
-
-# Create's options Any: JSON, since the keys are ours (dockyard-ctr's `run --rootfs DIR`).
-CREATE_OPTIONS_TYPE = "types.dockyard.dev/tasks/CreateOptions"  # JSON in value
-
-
-def create_options(rootfs: str = "", stdin: bool = False, log_max_size: int = -1,
-                   log_max_file: int = 1, log_path: str = "") -> any_pb2.Any:
-    """The `options` of CreateTaskRequest: `rootfs` a plain directory bound on the bundle's
-    rootfs (when no mounts are given and the container has no snapshot), `stdin` keep the
-    process's stdin open for attach, the json-file log's rotation, and `log_path` where the
-    log is written instead of the bundle's json.log: an absolute path in an existing directory,
-    outside the bundle so it outlives the task (dockyardd keeps <container dir>/<id>-json.log,
-    appended to across restarts, as dockerd does)."""
-    opts = {"rootfs": rootfs, "stdin": stdin, "log_max_size": log_max_size, "log_max_file": log_max_file}
-    if log_path:
-        opts["log_path"] = log_path
-    return any_pb2.Any(type_url=CREATE_OPTIONS_TYPE, value=json.dumps(opts).encode())
-
-
-def parse_create_options(options: any_pb2.Any | None) -> dict:
-    if options is None or not options.type_url:
-        return {}
-    if options.type_url != CREATE_OPTIONS_TYPE:
-        raise InvalidArgument(f"unknown task options type {options.type_url!r} (want {CREATE_OPTIONS_TYPE})")
-    try:
-        opts = json.loads(options.value or b"{}")
-    except ValueError as e:
-        raise InvalidArgument(f"task options: {e}") from None
-    if not isinstance(opts, dict):
-        raise InvalidArgument("task options must be a JSON object")
-    return opts
-
 
 def _log_path_option(opts: dict) -> str:
     """The `log_path` option checked: absolute, normalized, its directory there, not a directory."""

@@ -17,6 +17,7 @@ from google.protobuf import any_pb2
 
 from dockyard.api.services.containers.v1 import containers_pb2 as containers_pb
 from dockyard.api.services.tasks.v1 import tasks_pb2 as pb
+from dockyard.containerd.taskoptions import create_options
 from dockyard.errors import DockyardError, InvalidArgument, Unsupported
 
 from .. import attach
@@ -110,7 +111,7 @@ def _start(session, args, container_id: str) -> int:
     """The task of the container just made: created, started, attached (or detached)."""
     try:
         session.tasks.Create(pb.CreateTaskRequest(
-            container_id=container_id, terminal=args.tty, options=attach.create_options(stdin=not args.detach)))
+            container_id=container_id, terminal=args.tty, options=create_options(stdin=not args.detach)))
         if args.detach:
             session.tasks.Start(pb.StartRequest(container_id=container_id))
             return 0
