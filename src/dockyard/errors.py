@@ -14,6 +14,11 @@ class Conflict(DockyardError):
     """The object exists already, or is in a state that forbids the operation."""
 
 
+class Forbidden(Conflict):
+    """The operation is never allowed on this object (a predefined network, say): dockerd's 403.
+    Elsewhere (gRPC, exit codes) it is a Conflict."""
+
+
 class InvalidArgument(DockyardError):
     pass
 

@@ -23,7 +23,7 @@ import re
 from aiohttp import web
 
 import dockyard
-from dockyard.errors import (Conflict, DockyardError, InvalidArgument, NoSpace, NotFound,
+from dockyard.errors import (Conflict, DockyardError, Forbidden, InvalidArgument, NoSpace, NotFound,
                              SystemFailure, Unauthenticated, Unavailable, Unsupported)
 
 from .httputil import HIJACKED, STREAM, dumps
@@ -36,6 +36,7 @@ VERSION_PREFIX = re.compile(r"^/v([0-9]+\.[0-9]+)(/|$)")
 # dockyard.errors → HTTP status; the first matching class wins (Unavailable before SystemFailure).
 STATUS: tuple[tuple[type[DockyardError], int], ...] = (
     (NotFound, 404),
+    (Forbidden, 403),
     (Conflict, 409),
     (InvalidArgument, 400),
     (Unsupported, 501),
