@@ -8,7 +8,7 @@ FIXTURES := build/fixtures
 # only ever started privately by a test (its own root, socket and containerd; no networking).
 # tini: its static build is the init of `docker run --init` (/sbin/docker-init).
 # Recommends stay out (apparmor, needrestart would arrive with docker.io).
-APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 util-linux docker-registry skopeo docker.io tini
+APT_PACKAGES := busybox-static runc crun containerd libseccomp2 iproute2 nftables util-linux docker-registry skopeo docker.io tini
 BENCH_PACKAGES := debootstrap
 
 .PHONY: run test test-dockerpy test-slow bench setup apt venv bytecode fixtures proto clean
@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/task_start.py
 	$(PY) bench/pull.py
 	$(PY) bench/engine.py
+	$(PY) bench/network.py
 
 setup: apt venv bytecode fixtures
 
