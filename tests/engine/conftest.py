@@ -17,13 +17,16 @@ up anything but the daemons."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import hashlib
 import http.client
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -68,6 +71,14 @@ class Engine:
         self.config_file = os.path.join(self.base, "daemon.json")
         self.log = os.path.join(self.base, "dockyardd.log")
         self.cgroup_parent = "/dockyard-test-" + uuid.uuid4().hex[:8]
+        # Networking of its own: a bridge name, the default bridge's subnet and the pool user
+        # networks come from, none shared with another engine here (10.128-250.x: one /16 each).
+        tag = uuid.uuid4().hex
+        self.bridge = "dyt" + tag[:8]
+        octet = 128 + int(tag[8:12], 16) % 123
+        self.bip = f"10.{octet}.0.1/24"
+        self.address_pool = f"base=10.{octet}.0.0/16,size=24"
+        self.nft_table = "dockyard_" + hashlib.sha256(os.path.join(self.base, "root").encode()).hexdigest()[:8]
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
         docker_config = os.path.join(self.base, "docker-config")
@@ -83,7 +94,8 @@ class Engine:
     def argv(self) -> list[str]:
         return [DOCKYARDD, "-H", self.url, "--data-root", self.data_root, "--exec-root", self.exec_root,
                 "--config-file", self.config_file, "--cgroup-parent", self.cgroup_parent,
-                "--log-level", "debug", *self.extra_args]
+                "--log-level", "debug", "--bridge", self.bridge, "--bip", self.bip,
+                "--default-address-pool", self.address_pool, *self.extra_args]
 
     def start(self, timeout: float = 60) -> "Engine":
         offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
@@ -228,8 +240,38 @@ class Engine:
             leftovers.append(f"mount {target}")
             subprocess.run(["umount", "-l", target], capture_output=True)
         leftovers += [f"cgroup {p}" for p in remove_cgroup_tree(self.cgroup_parent)]
+        leftovers += self._remove_network_leftovers()
         shutil.rmtree(self.base, ignore_errors=True)
         shutil.rmtree(self.exec_root, ignore_errors=True)
+        return leftovers
+
+    def bridges(self) -> list[str]:
+        """The bridge names of this engine's networks (its network.db, readable after a SIGKILL)."""
+        db = os.path.join(self.data_root, "network", "network.db")
+        if not os.path.exists(db):
+            return [self.bridge]
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            try:
+                rows = conn.execute("SELECT bridge FROM networks WHERE bridge != ''").fetchall()
+            except sqlite3.Error:
+                rows = []
+        return sorted({self.bridge, *(r[0] for r in rows)})
+
+    def _remove_network_leftovers(self) -> list[str]:
+        """Links enslaved to this engine's bridges, the bridges, its nft table: all should be gone."""
+        leftovers = []
+        for bridge in self.bridges():
+            ports = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True)
+            for line in ports.stdout.splitlines():
+                port = line.split(":")[1].strip().split("@")[0]
+                leftovers.append(f"link {port}")
+                subprocess.run(["ip", "link", "del", port], capture_output=True)
+            if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode == 0:
+                leftovers.append(f"bridge {bridge}")
+                subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        if subprocess.run(["nft", "list", "table", "ip", self.nft_table], capture_output=True).returncode == 0:
+            leftovers.append(f"nft table {self.nft_table}")
+            subprocess.run(["nft", "delete", "table", "ip", self.nft_table], capture_output=True)
         return leftovers
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dockyard.engine import cli
-from dockyard.engine.config import AddressPool, parse_host
+from dockyard.engine.config import AddressPool, Config, parse_host
 from dockyard.errors import InvalidArgument
 
 
@@ -29,7 +29,9 @@ def test_defaults(tmp_path):
     assert c.containers_dir == "/var/lib/dockyard/containers"
     assert c.engine_db == "/var/lib/dockyard/engine.db"
     assert (c.api_version, c.min_api_version, c.namespace) == ("1.45", "1.24", "moby")
-    assert c.live_restore and c.managed_containerd and c.default_network_mode == "none"
+    assert c.live_restore and c.managed_containerd and c.default_network_mode == "bridge"
+    assert c.bridge_name == "dockyard0"
+    assert Config(bridge="none").default_network_mode == "none" and Config(bridge="none").bridge_name == ""
 
 
 def test_flags(tmp_path):

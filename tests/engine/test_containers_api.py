@@ -42,7 +42,7 @@ def test_create_inspect_start_wait(engine):
     env = json.loads(inspect(engine, "c-basic", "{{json .Config.Env}}"))
     assert "A=1" in env and any(e.startswith("PATH=") for e in env)
     assert inspect(engine, "c-basic", "{{json .Config.Labels}} {{.HostConfig.NetworkMode}} {{.Image}}") \
-        .startswith('{"k":"v"} none sha256:')
+        .startswith('{"k":"v"} bridge sha256:')
     assert inspect(engine, "c-basic", "{{.LogPath}}").endswith(f"/containers/{cid}/{cid}-json.log")
     # The CLI's inspect falls through on a real 404.
     r = docker(engine, "inspect", "c-nothing-here", check=False)
@@ -102,7 +102,7 @@ def test_run_detached_ps_filters(engine):
     item = next(i for i in items if i["Names"] == ["/f-a"])
     assert item["Image"] == "busybox" and item["ImageID"].startswith("sha256:")
     assert item["Command"] == "sleep 300" and item["State"] == "running" and item["Status"].startswith("Up ")
-    assert item["HostConfig"] == {"NetworkMode": "none"} and "none" in item["NetworkSettings"]["Networks"]
+    assert item["HostConfig"] == {"NetworkMode": "bridge"} and "bridge" in item["NetworkSettings"]["Networks"]
     assert item["Labels"] == {"tier": "web"} and isinstance(item["SizeRw"], int)
     row = docker(engine, "ps", "-a", "--filter", "name=f-c", "--format", "{{.Status}}").stdout.strip()
     assert row.startswith("Exited (4) ")

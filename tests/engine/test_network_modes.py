@@ -1,6 +1,6 @@
-"""Network modes before the networking issue: `none` (the default, said so in /info) gives a
-private namespace with only `lo`; `host` shares the host's; `container:<name>` joins another
-container's. Checked from inside containers run through the docker CLI."""
+"""Network modes other than bridges: `none` gives a private namespace with only `lo`; `host`
+shares the host's; `container:<name>` joins another container's; the default is the default
+bridge (eth0 beside lo). Checked from inside containers run through the docker CLI."""
 
 import os
 
@@ -9,15 +9,18 @@ def links(output: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in output.splitlines() if ": " in line}
 
 
-def test_default_and_none_have_only_loopback(engine):
-    for args in ((), ("--network", "none")):
-        r = engine.docker("run", "--rm", *args, "busybox", "ip", "-o", "link", check=True)
-        assert links(r.stdout) == {"lo"}, r.stdout
+def test_none_has_only_loopback_and_default_is_the_bridge(engine):
+    r = engine.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link", check=True)
+    assert links(r.stdout) == {"lo"}, r.stdout
+    r = engine.docker("run", "--rm", "busybox", "ip", "-o", "link", check=True)
+    assert links(r.stdout) == {"lo", "eth0"}, r.stdout
 
 
 def test_host_network_sees_the_host_interfaces(engine):
+    # Links come and go on the host while tests run (veths of other containers): the engine's
+    # own bridge and the host's loopback and eth0 must be among them.
     r = engine.docker("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link", check=True)
-    assert links(r.stdout) == set(os.listdir("/sys/class/net")), r.stdout
+    assert {"lo", engine.bridge} | ({"eth0"} & set(os.listdir("/sys/class/net"))) <= links(r.stdout), r.stdout
     r = engine.docker("run", "--rm", "--network", "host", "busybox", "readlink", "/proc/self/ns/net",
                       check=True)
     assert r.stdout.strip() == os.readlink("/proc/self/ns/net")
@@ -43,3 +46,29 @@ def test_unknown_network_fails_at_start_not_create(engine):
     status, _, _ = engine.http("POST", "/containers/nonet/start")
     assert status == 404
     engine.docker("rm", "-f", "nonet")
+
+
+def test_legacy_link_gives_hosts_line_and_environment(engine):
+    engine.docker("run", "-d", "--name", "linked", "-e", "FOO=1", "--expose", "80", "busybox", "sleep", "60",
+                  check=True)
+    try:
+        ip = engine.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "linked", check=True).stdout.strip()
+        assert ip.startswith(engine.bip.rpartition(".")[0] + ".")
+        r = engine.docker("run", "--name", "linker", "--link", "linked:db", "busybox", "sh", "-c",
+                          "env; cat /etc/hosts; ping -c 1 -W 2 db >/dev/null && echo pinged", check=True)
+        env = set(r.stdout.splitlines())
+        assert {"DB_NAME=/linker/db", "DB_ENV_FOO=1", f"DB_PORT=tcp://{ip}:80", f"DB_PORT_80_TCP_ADDR={ip}"} <= env
+        assert any(line.startswith(f"{ip}\tdb ") and line.endswith(" linked") for line in env), r.stdout
+        assert "pinged" in env
+        assert engine.docker("inspect", "-f", "{{json .HostConfig.Links}}", "linker",
+                             check=True).stdout.strip() == '["/linked:/linker/db"]'
+        # The link goes (DELETE ?link=1); an unknown one is a 404; a stopped target fails the start.
+        assert engine.http("DELETE", "/containers/linker/db?link=1")[0] == 204
+        assert engine.http("DELETE", "/containers/linker/db?link=1")[0] == 404
+        engine.docker("stop", "-t", "0", "linked", check=True)
+        r = engine.docker("run", "--rm", "--link", "linked:db", "busybox", "true")
+        assert r.returncode != 0 and "Cannot link to a non running container" in r.stderr, r.stderr
+        r = engine.docker("run", "--rm", "--link", "nosuch:db", "busybox", "true")
+        assert r.returncode != 0 and "could not get container for nosuch" in r.stderr, r.stderr
+    finally:
+        engine.docker("rm", "-f", "linker", "linked")

@@ -33,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--containerd", metavar="ADDR",
         help="socket of a running dockyard-containerd; without it dockyardd starts its own")
     add("-G", "--group", help=f"group of the unix socket (default {cfg.DEFAULT_GROUP}, when it exists)")
-    add("-b", "--bridge", help="bridge to attach containers to (stored for networking)")
-    add("--bip", help="address of the default bridge, CIDR (stored for networking)")
+    add("-b", "--bridge", help="the default bridge network's Linux bridge, made if missing (default dockyard0; none: no default bridge)")
+    add("--bip", help="the default bridge's gateway address and subnet, CIDR (default: a free pool)")
     add("--default-address-pool", dest="default_address_pools", action="append", metavar="POOL",
-        help="base=CIDR,size=N (stored for networking)")
+        help="base=CIDR,size=N: where user networks' subnets come from (repeatable)")
     add("--live-restore", nargs="?", const=True, type=_go_bool, metavar="BOOL",
         help="keep containers running while the daemon is down (default true)")
     add("-l", "--log-level", choices=cfg.LOG_LEVELS, help="default info")

@@ -26,13 +26,14 @@ DEFAULT_EXEC_ROOT = "/run/dockyard"
 DEFAULT_SOCKET = "/run/dockyard/dockyard.sock"
 DEFAULT_HOST = "unix://" + DEFAULT_SOCKET
 DEFAULT_GROUP = "dockyard"
+DEFAULT_BRIDGE = "dockyard0"  # dockerd's docker0; ours, so both engines can share a host
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
 @dataclass(frozen=True)
 class AddressPool:
-    """One `--default-address-pool base=10.10.0.0/16,size=24`, kept for the networking issue."""
+    """One `--default-address-pool base=10.10.0.0/16,size=24`: user networks' subnets come from these."""
     base: str
     size: int
 
@@ -65,8 +66,18 @@ class Config:
     api_version: str = "1.45"
     min_api_version: str = "1.24"
     namespace: str = "moby"  # the containerd namespace of the engine's objects, as dockerd's
-    default_network_mode: str = "none"  # until the networking issue lands
     shutdown_timeout: float = 10.0  # seconds streams get to finish on SIGTERM
+
+    @property
+    def default_network_mode(self) -> str:
+        """What NetworkMode "default" (or none given) means: the default bridge, or "none" when
+        the daemon runs with `--bridge none` (dockerd's DisableBridge)."""
+        return "none" if self.bridge == "none" else "bridge"
+
+    @property
+    def bridge_name(self) -> str:
+        """The default bridge network's Linux bridge ("" with --bridge none)."""
+        return "" if self.bridge == "none" else (self.bridge or DEFAULT_BRIDGE)
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -273,6 +284,10 @@ def validate(config: Config) -> Config:
             ipaddress.ip_interface(config.bip)
         except ValueError:
             raise InvalidArgument(f"invalid bip {config.bip!r}: want an address with a prefix, like 172.17.0.1/16") from None
+        if ipaddress.ip_interface(config.bip).version != 4:
+            raise InvalidArgument(f"invalid bip {config.bip!r}: only IPv4 is supported")
+    if config.bridge and (len(config.bridge) > 15 or not all(ch.isalnum() or ch in "-_." for ch in config.bridge)):
+        raise InvalidArgument(f"invalid bridge name {config.bridge!r}: at most 15 letters, digits, '-', '_' or '.'")
     hosts = tuple(parse_host(h) for h in (config.hosts or (DEFAULT_HOST,)))
     tcp = [h for h in hosts if h.startswith("tcp://")]
     if tcp:

@@ -46,7 +46,7 @@ from dockyard.api.services.snapshots.v1 import snapshots_pb2 as spb
 from dockyard.api.services.tasks.v1 import tasks_pb2 as tpb
 from dockyard.containerd import snapshots as csnapshots
 from dockyard.containerd.taskoptions import create_options
-from dockyard.engine import attach, health, hostfiles, names, restarts, spec as specs, timeutil
+from dockyard.engine import attach, health, hostfiles, links, names, restarts, spec as specs, timeutil
 from dockyard.engine.events import container_attributes
 from dockyard.engine.filters import Filters
 from dockyard.engine.gojson import go_keys
@@ -292,11 +292,6 @@ def _config_view(c: Container) -> dict:
     return out
 
 
-def _endpoint(network_id: str = "") -> dict:
-    return {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None,
-            "NetworkID": network_id, "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None}
-
 
 def _mount_points(hc: dict) -> list[dict]:
     """MountPoints of the binds and mounts the HostConfig asks for (Docker's `Mounts`)."""
@@ -337,10 +332,6 @@ async def rpc(call):
         return await call
     except grpc.RpcError as e:
         raise from_rpc_error(e) from None
-
-
-def _no_user_networks(name: str) -> bool:
-    return False  # user-defined networks come with the networking issue: none exists yet
 
 
 class Containers:
@@ -399,6 +390,10 @@ class Containers:
                 if not fut.done():
                     fut.cancel()
 
+    def lock(self, cid: str) -> asyncio.Lock:
+        """The container's lock: held across a change of its state (networks' connect takes it)."""
+        return self._lock(cid)
+
     def _lock(self, cid: str) -> asyncio.Lock:
         lock = self._locks.get(cid)
         if lock is None:
@@ -426,7 +421,7 @@ class Containers:
 
     async def create(self, body: dict, name: str = "", platform: str = "") -> tuple[str, list[str]]:
         """POST /containers/create: the new container's id and dockerd's warnings."""
-        config, host_config, _networking = validate_create_body(body)
+        config, host_config, networking = validate_create_body(body)
         ref = config.get("Image") or ""
         if not ref:
             raise InvalidArgument("no image specified: Config.Image is required")
@@ -435,9 +430,13 @@ class Containers:
         restarts.validate_restart_policy(host_config)
         health.validate_healthcheck(config.get("Healthcheck"))
         log_options(host_config)
-        for mode_key in ("NetworkMode",):
-            if host_config.get(mode_key) in (None, "", "default"):
-                host_config[mode_key] = self._config.default_network_mode
+        if host_config.get("NetworkMode") in (None, "", "default"):
+            host_config["NetworkMode"] = self._config.default_network_mode
+        self.daemon.networks.validate_create(host_config, networking)
+        wanted_links = links.parse_all(host_config.get("Links"))
+        for link in wanted_links:
+            if self.store.find(link.target) is None:  # a 400, not a 404 (which sends the CLI pulling)
+                raise InvalidArgument(f"could not get container for {link.target}: No such container: {link.target}")
         info = await self.daemon.images.resolve(ref)
         if platform:
             want_os, _, want_arch = platform.partition("/")
@@ -451,8 +450,10 @@ class Containers:
             self.store.reserve(name, cid)
         else:
             name = self._free_name(cid)
+        if wanted_links:
+            host_config["Links"] = [link.stored(name) for link in wanted_links]
         try:
-            return cid, await self._create(cid, name, ref, info, config, host_config)
+            return cid, await self._create(cid, name, ref, info, config, host_config, networking)
         finally:
             self.store.release(name, cid)
 
@@ -463,7 +464,8 @@ class Containers:
                 return candidate
         raise Conflict("no free container name")  # the short id is unique: not reached
 
-    async def _create(self, cid: str, name: str, ref: str, info, config: dict, host_config: dict) -> list[str]:
+    async def _create(self, cid: str, name: str, ref: str, info, config: dict, host_config: dict,
+                      networking: dict) -> list[str]:
         image_config = info.config or {}
         merged = specs.merge_config(config, image_config)
         merged["Image"] = ref
@@ -487,7 +489,7 @@ class Containers:
             c = Container(id=cid, name=name, created=timeutil.format_rfc3339(timeutil.now_ns()),
                           image=ref, image_id=info.id, path=args[0], args=args[1:], config=merged,
                           host_config=host_config, state=State(),
-                          network_settings=self._network_settings(host_config),
+                          network_settings=self.daemon.networks.initial_settings(host_config, networking),
                           mounts=_mount_points(host_config),
                           log_path=("" if log_driver(host_config) == "none"
                                     else os.path.join(cdir, f"{cid}-json.log")))
@@ -510,15 +512,6 @@ class Containers:
         self._publish(c, "create")
         return warnings
 
-    def _network_settings(self, hc: dict) -> dict:
-        mode = hc.get("NetworkMode") or self._config.default_network_mode
-        networks = {} if mode.startswith("container:") else {mode: _endpoint()}
-        return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
-                "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
-                "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                "MacAddress": "", "Networks": networks}
-
     async def _image_config(self, c: Container) -> dict:
         try:
             return (await self.daemon.images.resolve(c.image_id)).config or {}
@@ -526,29 +519,49 @@ class Containers:
             return {}  # the image is gone (rmi -f): the stored Config is already merged
 
     async def _build_spec(self, c: Container, image_config: dict | None = None,
-                          starting: bool = False) -> tuple[dict, list[str]]:
+                          netns_path: str | None = None) -> tuple[dict, list[str]]:
         """The OCI spec of `c` from its stored Config/HostConfig (built again at each start, so
-        an update applies). Host files are written first: the spec binds them. Named networks
-        are resolved when `starting`, as dockerd does."""
+        an update applies). Host files are written first: the spec binds them. `netns_path`:
+        the network namespace networks.attach wired for this start."""
         if image_config is None:
             image_config = await self._image_config(c)
+        networks = self.daemon.networks
+        link_env, link_hosts = self._links(c) if netns_path else ([], [])
         written = hostfiles.write_all(self.dir_of(c.id), hostname=c.config.get("Hostname") or c.id[:12],
                                       domainname=c.config.get("Domainname") or "",
-                                      host_config=c.host_config)
+                                      host_config=c.host_config, own=[*link_hosts, *networks.hosts_entries(c)],
+                                      embedded_dns=networks.uses_embedded_dns(c),
+                                      gateway=networks.gateway_of(c))
+        config = c.config
+        if link_env:  # before the container's own: its Env wins a clash
+            config = {**config, "Env": [*link_env, *(config.get("Env") or [])]}
         paths = specs.ContainerPaths(**written)
         resolve_user = None
         if not _numeric_user(c.config.get("User") or "") or c.host_config.get("GroupAdd"):
             resolve_user = await self._rootfs_user_resolver(c.id)
         try:
-            return specs.build_spec(container_id=c.id, config=c.config, host_config=c.host_config,
+            return specs.build_spec(container_id=c.id, config=config, host_config=c.host_config,
                                     image_config=image_config, paths=paths,
                                     cgroup_parent=self._config.cgroup_parent,
                                     api_version=self._config.api_version, resolve_user=resolve_user,
-                                    lookup_peer=self._peer,
-                                    network_exists=_no_user_networks if starting else None)
+                                    lookup_peer=self._peer, netns_path=netns_path)
         finally:
             if resolve_user is not None:
                 resolve_user.close()
+
+    def _links(self, c: Container) -> tuple[list[str], list[tuple[str, str]]]:
+        """(environment, /etc/hosts lines) of c's legacy links on the default bridge (engine/links.py);
+        each target must be running and on the bridge, as dockerd requires at start."""
+        env, hosts = [], []
+        for link in links.parse_all(c.host_config.get("Links")):
+            target = self.store.find(link.target)
+            settings = ((target.network_settings.get("Networks") or {}).get("bridge") or {}) if target else {}
+            if target is None or not target.state.running or not settings.get("IPAddress"):
+                raise Conflict(f"Cannot link to a non running container: /{link.target} AS /{c.name}/{link.alias}")
+            ip = settings["IPAddress"]
+            env += links.env(link, c.name, ip, target.config.get("Env"), list(target.config.get("ExposedPorts") or {}))
+            hosts.append(links.hosts_entry(link, ip, target.config.get("Hostname") or ""))
+        return env, hosts
 
     async def _rootfs_user_resolver(self, cid: str):
         """resolve_user for names: the container's snapshot mounted read-only on a private
@@ -593,7 +606,18 @@ class Containers:
         return True
 
     async def _start_task(self, c: Container) -> None:
-        spec, _ = await self._build_spec(c, starting=True)
+        # The network is wired first (dockerd resolves named networks at start, not create: a 404
+        # at create would send the CLI pulling the image); undone if the start goes no further.
+        netns_path = await self.daemon.networks.attach(c)
+        try:
+            await self._create_and_start_task(c, netns_path)
+        except BaseException:
+            with contextlib.suppress(DockyardError):
+                await self.daemon.networks.detach(c)
+            raise
+
+    async def _create_and_start_task(self, c: Container, netns_path: str | None) -> None:
+        spec, _ = await self._build_spec(c, netns_path=netns_path)
         await rpc(self._ctr.containers.Update(cpb.UpdateContainerRequest(
             container=cpb.Container(id=c.id, spec=any_pb2.Any(type_url=SPEC_TYPE_URL,
                                                               value=json.dumps(spec).encode())),
@@ -677,6 +701,7 @@ class Containers:
                 return
             with contextlib.suppress(DockyardError):
                 await self._delete_task(cid)
+            await self._detach_network(c)
             # Stamped no earlier than the start we recorded (taken after Tasks.Start returned).
             c.state.set_stopped(code, max(at, st.started_at), oom=cid in self._oom)
             self._oom.discard(cid)
@@ -693,6 +718,12 @@ class Containers:
                 await restarter.on_exit(c)
             except Exception:  # noqa: BLE001 - the exit is recorded whatever the policy does
                 log.exception("restart policy of %s failed", cid[:12])
+
+    async def _detach_network(self, c: Container) -> None:
+        try:
+            await self.daemon.networks.detach(c)
+        except DockyardError as e:  # the exit is recorded whatever the clean-up meets
+            log.error("releasing the network of %s: %s", c.id[:12], e)
 
     async def _auto_remove(self, cid: str) -> None:
         try:
@@ -912,9 +943,10 @@ class Containers:
     # -- remove ----------------------------------------------------------------------------------
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False) -> None:
-        c = self.get(ref)
         if link:
-            raise InvalidArgument("links are not supported: there is no link to remove")
+            await self._remove_link(ref)
+            return
+        c = self.get(ref)
         exited = None
         async with self._lock(c.id):
             if self.store.find(c.id) is not c:
@@ -952,11 +984,26 @@ class Containers:
         self._wake_removed(c.id, c.state.exit_code)
         self._locks.pop(c.id, None)
 
+    async def _remove_link(self, ref: str) -> None:
+        """DELETE /containers/<me>/<alias>?link=1: the link goes from <me>'s HostConfig (the
+        running container keeps what it was started with, as in dockerd)."""
+        parent, _, alias = ref.lstrip("/").rpartition("/")
+        if not parent or not alias:
+            raise InvalidArgument(f"Conflict, cannot remove the default link name: {ref}")
+        c = self.get(parent)
+        async with self._lock(c.id):
+            kept = [x for x in c.host_config.get("Links") or () if links.parse(x).alias != alias]
+            if len(kept) == len(c.host_config.get("Links") or ()):
+                raise NotFound(f"No such link: {ref}")
+            c.host_config["Links"] = kept or None
+            self.store.save(c)
+
     async def _destroy(self, c: Container) -> None:
         watcher = self._watchers.pop(c.id, None)
         if watcher is not None:
             watcher.cancel()
         await self._delete_task(c.id)
+        await self._detach_network(c)
         with contextlib.suppress(NotFound):
             await rpc(self._ctr.containers.Delete(cpb.DeleteContainerRequest(id=c.id)))
         with contextlib.suppress(NotFound):
@@ -984,6 +1031,8 @@ class Containers:
         old = c.name
         async with self._lock(c.id):
             self.store.rename(c, new_name)
+            self.daemon.networks.rename_container(c, old)
+            self.store.save(c)
         self._publish(c, "rename", oldName="/" + old)
 
     async def update(self, ref: str, body: dict) -> list[str]:
@@ -1102,12 +1151,14 @@ class Containers:
         return out
 
     def _port_match(self, c: Container, filters: Filters) -> bool:
+        """dockerd's publish/expose filters: "80", "80/udp" or a range "8000-8080[/tcp]", against
+        the published host ports (publish) or the container's exposed ports (expose)."""
         exposed = set(c.config.get("ExposedPorts") or {})
-        for value in filters.values("expose"):
-            port = value if "/" in value else value + "/tcp"
-            if port in exposed:
-                return True
-        return False  # nothing is published until networking lands
+        published = {f"{b['HostPort']}/{key.partition('/')[2] or 'tcp'}"
+                     for key, bindings in (c.network_settings.get("Ports") or {}).items()
+                     for b in bindings or () if b.get("HostPort")}
+        return (any(_port_in(value, published) for value in filters.values("publish"))
+                or any(_port_in(value, exposed) for value in filters.values("expose")))
 
     def _bound(self, refs: list[str], what: str) -> Container | None:
         if not refs:
@@ -1132,7 +1183,8 @@ class Containers:
         item = {
             "Id": c.id, "Names": ["/" + c.name], "Image": c.image, "ImageID": c.image_id,
             "Command": " ".join([c.path, *c.args]), "Created": timeutil.to_ns(c.created) // timeutil.SECOND,
-            "Ports": [], "Labels": c.config.get("Labels") or {}, "State": c.state.status,
+            "Ports": _summary_ports(c.network_settings.get("Ports") or {}),
+            "Labels": c.config.get("Labels") or {}, "State": c.state.status,
             "Status": status_string(c.state, now if now is not None else timeutil.now_ns()),
             "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or self._config.default_network_mode},
             "NetworkSettings": {"Networks": c.network_settings.get("Networks") or {}},
@@ -1261,6 +1313,40 @@ class Containers:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+def _port_in(value: str, ports: set[str]) -> bool:
+    """Whether a publish/expose filter value ("80", "80/udp", "8000-8080/tcp") names one of
+    `ports` ("80/tcp" …)."""
+    spec, _, proto = value.partition("/")
+    proto = proto or "tcp"
+    low, _, high = spec.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise InvalidArgument(f"invalid port filter: {value}") from None
+    for port in ports:
+        number, _, p = port.partition("/")
+        if (p or "tcp") == proto and number.isdigit() and first <= int(number) <= last:
+            return True
+    return False
+
+
+def _summary_ports(ports: dict) -> list[dict]:
+    """/containers/json's Ports from NetworkSettings.Ports: one item per binding, and one with
+    the private port alone for an exposed port nothing publishes."""
+    out = []
+    for key, bindings in sorted(ports.items()):
+        number, _, proto = key.partition("/")
+        if not number.isdigit():
+            continue
+        item = {"PrivatePort": int(number), "Type": proto or "tcp"}
+        if not bindings:
+            out.append(item)
+        for b in bindings or ():
+            out.append({"IP": b.get("HostIp") or "0.0.0.0", **item,
+                        "PublicPort": int(b.get("HostPort") or 0)})
+    return out
+
 
 def _wait_result(code: int, error: str) -> dict:
     return {"StatusCode": code, "Error": {"Message": error} if error else None}

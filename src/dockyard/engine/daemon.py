@@ -8,13 +8,13 @@ live restore is the default).
     daemon.store       engine.store.Store            container records (engine.db)
     daemon.events      engine.events.Events
     daemon.images      engine.images.Images
+    daemon.networks    engine.networks.Networks      networks, endpoints, sandboxes (network.db)
     daemon.containers  engine.containers.Containers
     daemon.execs       engine.execs.Execs
     daemon.restarts    engine.restarts.Restarts
     daemon.health      engine.health.Health
 
-Components are imported by name, lazily. While the engine issue is being assembled a component
-whose module is not written yet is logged and left None (remove that tolerance once all land).
+Components are imported by name, lazily.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ COMPONENTS: tuple[tuple[str, str, str], ...] = (
     ("store", "dockyard.engine.store", "Store"),
     ("events", "dockyard.engine.events", "Events"),
     ("images", "dockyard.engine.images", "Images"),
+    ("networks", "dockyard.engine.networks", "Networks"),
     ("containers", "dockyard.engine.containers", "Containers"),
     ("execs", "dockyard.engine.execs", "Execs"),
     ("restarts", "dockyard.engine.restarts", "Restarts"),

@@ -29,7 +29,7 @@ import re
 import stat
 from typing import Callable
 
-from dockyard.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from dockyard.errors import Conflict, InvalidArgument, Unsupported
 from dockyard.oci.defaults import (
     DEFAULT_PATH_ENV,
     DOCKER_DEFAULT_CAPABILITIES,
@@ -93,20 +93,19 @@ PeerLookup = Callable[[str], Peer]
 def build_spec(*, container_id: str, config: dict, host_config: dict, image_config: dict,
                paths: ContainerPaths, cgroup_parent: str = "/dockyard", api_version: str = "1.45",
                resolve_user: UserResolver | None = None, lookup_peer: PeerLookup | None = None,
-               network_exists: Callable[[str], bool] | None = None) -> tuple[dict, list[str]]:
+               netns_path: str | None = None) -> tuple[dict, list[str]]:
     """The OCI runtime spec for one container, and dockerd's warnings for it.
 
     `config` is the create request's Config, `host_config` its HostConfig, `image_config` the
     image config's "config" object (may be empty). `resolve_user(user, group_add)` returns
     (uid, gid, additional_gids) from the container's /etc/passwd and /etc/group; without it only
     numeric users work and names raise InvalidArgument. `lookup_peer(ref)` resolves
-    `container:<ref>` modes (raising NotFound). `network_exists(name)` says whether a named
-    network exists (NotFound otherwise); without it names are not checked — dockerd resolves
-    networks when a container starts, not at create, so `docker run --network nosuch` creates the
-    container and fails at start (a 404 at create would send the CLI pulling the image).
+    `container:<ref>` modes (raising NotFound). `netns_path` is the network namespace the
+    engine made and wired for the container (engine/networks.py); without it a private, empty
+    one is asked of the runtime (a spec built at create, or --network none).
     Raises InvalidArgument with Docker's messages."""
     b = _Builder(container_id, config or {}, host_config or {}, image_config or {}, paths,
-                 cgroup_parent, api_version, resolve_user, lookup_peer, network_exists)
+                 cgroup_parent, api_version, resolve_user, lookup_peer, netns_path)
     return b.build(), b.warnings
 
 
@@ -216,14 +215,14 @@ def _with_group_add(ids: tuple[int, int, list[int]], group_add: list, group_text
 
 class _Builder:
     def __init__(self, cid, config, hc, image, paths, cgroup_parent, api_version, resolve_user,
-                 lookup_peer, network_exists):
+                 lookup_peer, netns_path):
         self.id, self.hc, self.paths = cid, hc, paths
         self.config = merge_config(config, image)
         self.cgroup_parent = hc.get("CgroupParent") or cgroup_parent
         self.api_version = api_version
         self.resolve_user = resolve_user or numeric_user
         self.lookup_peer = lookup_peer
-        self.network_exists = network_exists
+        self.netns_path = netns_path
         self.warnings: list[str] = []
         self.privileged = bool(hc.get("Privileged"))
         self.spec: dict = {}
@@ -335,19 +334,17 @@ class _Builder:
     def _namespaces(self) -> None:
         hc, ns = self.hc, self.spec["linux"]["namespaces"]
         ns.append({"type": "mount"})
-        # network: until networking lands, every non-host mode is a private, empty netns.
+        # network: the host's, another container's, or the one the engine wired for it.
         net = hc.get("NetworkMode") or "default"
         self.net_mode = net
         if net == "host":
             pass
         elif net.startswith("container:"):
             ns.append({"type": "network", "path": self._peer_ns(net, "net", "network")})
-        elif net in ("none", "default", "bridge"):
-            ns.append({"type": "network"})
-        elif self.network_exists is None or self.network_exists(net):
-            ns.append({"type": "network"})
+        elif self.netns_path:
+            ns.append({"type": "network", "path": self.netns_path})
         else:
-            raise NotFound(f"network {net} not found")
+            ns.append({"type": "network"})
         uts = hc.get("UTSMode") or ""
         if uts not in ("", "host"):
             raise InvalidArgument(f"invalid UTS mode: {uts}")

@@ -333,11 +333,12 @@ def test_network_modes():
     spec, _ = spec_of(host_config={"NetworkMode": "host"})
     assert "network" not in [n["type"] for n in spec["linux"]["namespaces"]]
     assert "net.ipv4.ping_group_range" not in spec["linux"].get("sysctl", {})
-    # Named networks are resolved when asked (at start), not at create.
+    # Without a wired namespace (a spec built at create) the runtime makes an empty one; at
+    # start the engine's netns is joined by path.
     spec, _ = spec_of(host_config={"NetworkMode": "mynet"})
     assert {"type": "network"} in spec["linux"]["namespaces"]
-    with pytest.raises(NotFound, match="network mynet not found"):
-        spec_of(host_config={"NetworkMode": "mynet"}, network_exists=lambda name: False)
+    spec, _ = spec_of(host_config={"NetworkMode": "mynet"}, netns_path="/run/x/netns/abc")
+    assert {"type": "network", "path": "/run/x/netns/abc"} in spec["linux"]["namespaces"]
 
 
 def test_container_modes():
@@ -455,8 +456,12 @@ def test_hosts_file():
     assert lines[-3:] == ["10.0.0.5\tdb", "::1\tv6", "fe80::1\tbr"]
     with pytest.raises(InvalidArgument, match='invalid IP address in add-host: "nope"'):
         hostfiles.hosts_file(["x:nope"])
-    with pytest.raises(Unsupported, match="host-gateway"):
+    with pytest.raises(InvalidArgument, match="host-gateway"):
         hostfiles.hosts_file(["x:host-gateway"])
+    assert "172.17.0.1\thost.docker.internal" in hostfiles.hosts_file(
+        ["host.docker.internal:host-gateway"], gateway="172.17.0.1")
+    own = hostfiles.hosts_file([], own=[("10.1.0.2", "abc123")])
+    assert own.splitlines()[-1] == "10.1.0.2\tabc123"
     with pytest.raises(InvalidArgument, match="bad format for add-host"):
         hostfiles.hosts_file(["nohost"])
 
@@ -471,6 +476,11 @@ def test_resolv_conf():
     out = hostfiles.resolv_conf(host, dns=["1.1.1.1"], search=["."], options=["debug"])
     assert out == "nameserver 1.1.1.1\noptions debug\n"
     assert "127.0.0.1" in hostfiles.resolv_conf(host, dns=[], search=[], options=[], network="host")
+    # A user-defined network: only the embedded server, the host's search domains kept.
+    assert hostfiles.resolv_conf(host, dns=["1.1.1.1"], search=[], options=[], embedded_dns=True) == \
+        "nameserver 127.0.0.11\nsearch a.example\noptions ndots:2\n"
+    assert hostfiles.resolv_conf("nameserver 10.1.1.1\n", dns=[], search=[], options=[],
+                                 embedded_dns=True) == "nameserver 127.0.0.11\noptions ndots:0\n"
     with pytest.raises(InvalidArgument, match="bad is not an ip address"):
         hostfiles.resolv_conf(host, dns=["bad"], search=[], options=[])
 
@@ -484,5 +494,11 @@ def test_write_all(tmp_path):
     assert "1.2.3.4\ta" in open(paths["hosts"]).read()
     assert open(paths["resolv_conf"]).read() == "nameserver 10.9.9.9\n"
     assert oct(os.stat(paths["hosts"]).st_mode & 0o777) == "0o644"
+    # Written again (a restart with an address): hosts keeps its inode (a bind mount holds it).
+    inode = os.stat(paths["hosts"]).st_ino
+    hostfiles.write_all(str(tmp_path), hostname="box", host_config={}, host_resolv_conf=str(host_resolv),
+                        own=[("10.1.0.2", "box")])
+    assert os.stat(paths["hosts"]).st_ino == inode
+    assert open(paths["hosts"]).read().endswith("10.1.0.2\tbox\n")
     # The returned keys are ContainerPaths' fields.
     ContainerPaths(**paths)

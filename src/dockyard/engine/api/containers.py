@@ -162,5 +162,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/containers/{id}/wait", wait),
         web.post("/containers/{id}/rename", rename),
         web.post("/containers/{id}/update", update),
-        web.delete("/containers/{id}", remove),
+        web.delete("/containers/{id:.+}", remove),  # "<name>/<alias>" with ?link=1
     ]

@@ -15,7 +15,6 @@ import dockyard
 from . import DAEMON
 from .httputil import json_response
 
-NETWORK_WARNING = "WARNING: networking is not available yet: the default network mode is none"
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -117,7 +116,7 @@ async def info(request: web.Request) -> web.Response:
     config = daemon.config
     total, running, paused, stopped, images = await _counts(daemon)
     cgroup_version = _cgroup_version()
-    warnings = [NETWORK_WARNING] + list(daemon.warnings)
+    warnings = list(daemon.warnings)
     return json_response({
         "ID": daemon.id,
         "Containers": total,
@@ -127,7 +126,7 @@ async def info(request: web.Request) -> web.Response:
         "Images": images,
         "Driver": "overlayfs",
         "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
-        "Plugins": {"Volume": [], "Network": ["host", "none"], "Authorization": None,
+        "Plugins": {"Volume": [], "Network": ["bridge", "host", "null"], "Authorization": None,
                     "Log": ["json-file"]},
         "MemoryLimit": True,
         "SwapLimit": cgroup_version == "2" or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
