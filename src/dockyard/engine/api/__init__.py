@@ -17,7 +17,7 @@ DAEMON = web.AppKey("daemon", object)
 
 # Router modules in registration order (a fixed path such as /images/json must be registered
 # before a pattern that would also match it, within a module and across modules).
-ROUTERS = ("system", "containers", "streams", "exec", "images", "events", "df", "fs")
+ROUTERS = ("system", "containers", "streams", "exec", "images", "networks", "events", "df", "fs")
 VERSIONED = "/v{version:[0-9]+\\.[0-9]+}"
 CLIENT_MAX_SIZE = 16 << 20  # what aiohttp's own body readers accept; our readers check their own
 

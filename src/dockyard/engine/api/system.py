@@ -11,6 +11,7 @@ import socket
 from aiohttp import web
 
 import dockyard
+from dockyard.errors import Unavailable
 
 from . import DAEMON
 from .httputil import json_response
@@ -24,7 +25,13 @@ def routes() -> list[web.RouteDef]:
         web.get("/_ping", ping),  # HEAD too (allow_head)
         web.get("/version", version),
         web.get("/info", info),
+        web.post("/swarm/leave", swarm_leave),
     ]
+
+
+async def swarm_leave(request: web.Request) -> web.Response:
+    """dockerd's answer off swarm mode (clients such as docker-py's tests leave "just in case")."""
+    raise Unavailable("This node is not part of a swarm")
 
 
 async def ping(request: web.Request) -> web.Response:
