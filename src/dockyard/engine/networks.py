@@ -25,7 +25,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import re
 import secrets
 
 from dockyard.engine import hostfiles, timeutil
@@ -43,7 +42,6 @@ DEFAULT_BRIDGE = "dockyard0"
 USER_BRIDGE_PREFIX = "dy-"     # + 12 hex of the network id (dockerd: "br-")
 LIST_FILTERS = frozenset({"driver", "id", "label", "name", "scope", "type", "dangling"})
 PRUNE_FILTERS = frozenset({"until", "label", "label!"})
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _CREATE_TYPES = {"Name": str, "CheckDuplicate": bool, "Driver": str, "Scope": str, "Internal": bool,
                  "Attachable": bool, "Ingress": bool, "ConfigOnly": bool, "ConfigFrom": dict, "IPAM": dict,
                  "EnableIPv6": bool, "Options": dict, "Labels": dict}
@@ -335,8 +333,6 @@ class Networks:
         name = (body.get("Name") or "").strip()
         if not name:
             raise InvalidArgument("network name is required")  # dockerd: "invalid name: ..." family
-        if not _NAME.fullmatch(name):
-            raise InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if name in PREDEFINED:
             raise Forbidden(f"operation is not permitted on predefined {name} network ")
         driver = body.get("Driver") or "bridge"
@@ -375,7 +371,7 @@ class Networks:
                 ipam.check_overlap(subnet.subnet, [ipaddress.ip_network(s) for s in others])
             else:
                 subnet = ipam.subnet_from_config({"Subnet": str(await self._choose_subnet(others))})
-            ipam_view = {"Driver": "default", "Options": (body.get("IPAM") or {}).get("Options") or {},
+            ipam_view = {"Driver": "default", "Options": (body.get("IPAM") or {}).get("Options") or None,
                          "Config": [subnet.to_config()]}
             n = Network(id=nid, name=name, driver=driver, created=timeutil.format_rfc3339(timeutil.now_ns()),
                         internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),

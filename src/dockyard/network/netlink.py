@@ -17,6 +17,7 @@ IPRoute took ~7.5 ms (its per-request asyncio round trip ~0.5 ms, its veth encod
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -29,6 +30,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from dockyard.errors import Conflict, InvalidArgument, NotFound, SystemFailure
 
 from . import netns
+
+# pyroute2 logs every netlink message at debug level: a daemon run with --log-level debug would
+# write more of it than of anything else.
+logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
 _IFNAME = re.compile(r"[^/\s:]{1,15}")  # IFNAMSIZ - 1 bytes, no '/', ':' or blanks
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
