@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from dockyard.engine import stats
 from tests.engine.conftest import _UnixConnection
 
 pytestmark = pytest.mark.usefixtures("subreaper")
@@ -70,6 +71,18 @@ def test_stats_no_stream_prints_a_row(engine, running):
     assert row.split()[-1] == "1"   # PIDS
 
 
+def test_interface_stats_from_net_dev():
+    text = ("Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
+            "    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n"
+            "  eth0:    5000      40    1    2    0     0          0         0     3000      30    3    4    0     0       0          0\n"
+            "  bad: x\n")
+    assert stats.interface_stats(text) == {"eth0": {
+        "rx_bytes": 5000, "rx_packets": 40, "rx_errors": 1, "rx_dropped": 2,
+        "tx_bytes": 3000, "tx_packets": 30, "tx_errors": 3, "tx_dropped": 4}}
+    assert stats.interface_stats("") == {}
+
+
 def test_stats_shape_and_precpu(engine, running):
     running, _ = running
     s = engine.json("GET", f"/containers/{running}/stats?stream=0", expect=200)
@@ -80,7 +93,11 @@ def test_stats_shape_and_precpu(engine, running):
     assert s["memory_stats"]["usage"] > 0 and s["memory_stats"]["limit"] > 0
     assert isinstance(s["memory_stats"]["stats"], dict)
     assert s["pids_stats"]["current"] == 1
-    assert s["read"] != s["preread"] and "networks" not in s
+    assert s["read"] != s["preread"]
+    # On the default bridge: eth0's counters (lo is left out, as dockerd does).
+    assert set(s["networks"]) == {"eth0"}
+    assert set(s["networks"]["eth0"]) == {"rx_bytes", "rx_packets", "rx_errors", "rx_dropped",
+                                          "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"}
     one = engine.json("GET", f"/containers/{running}/stats?stream=0&one-shot=1", expect=200)
     assert one["precpu_stats"]["cpu_usage"]["total_usage"] == 0
     assert one["preread"] == "0001-01-01T00:00:00Z"

@@ -8,7 +8,8 @@ for cgroup v1 and v2 alike. Here it becomes Docker's JSON: cpu_stats with the ho
 system_cpu_usage (/proc/stat, in ns, as moby's getSystemCPUUsage) and online_cpus, memory_stats
 with moby's rule that an unlimited container's limit is the host's memory, blkio_stats,
 pids_stats; `precpu_stats` is the previous sample (what the CLI's CPU % needs). A container that
-is not running gives the zero stats moby gives. With network mode none there is no `networks`.
+is not running gives the zero stats moby gives. `networks` comes from the container's
+/proc/<pid>/net/dev when it has a network of its own (none with host or container: modes).
 
 Top (ContainerTopResponse; moby daemon/top_unix.go): the pids from Tasks.ListPids. With no
 ps_args (or "-ef") the `ps -ef` table is made from /proc directly; other ps_args run the host's
@@ -184,8 +185,40 @@ class Sampler:
                              system_usage=system_cpu_usage(), cpus=self.cpus,
                              host_memory=self.host_memory,
                              pre=self.previous if with_pre else None)
+        if data is not None and c.network_settings.get("SandboxKey") and c.state.pid:
+            networks = interface_stats(_read_text(f"/proc/{c.state.pid}/net/dev"))
+            if networks:
+                stats["networks"] = networks
         self.previous = stats if data is not None else None
         return stats
+
+
+_NET_DEV_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped")
+_NET_DEV_TX = ("tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+
+
+def interface_stats(net_dev: str) -> dict:
+    """Docker's `networks` stats from /proc/<pid>/net/dev (the container's own network
+    namespace, as the process sees it): per interface but lo, rx then tx counters."""
+    out = {}
+    for line in net_dev.splitlines()[2:]:
+        name, found, rest = line.partition(":")
+        name = name.strip()
+        fields = rest.split()
+        if not found or name == "lo" or len(fields) < 16 or not all(f.isdigit() for f in fields):
+            continue
+        rx = dict(zip(_NET_DEV_FIELDS, map(int, fields[0:4])))
+        tx = dict(zip(_NET_DEV_TX, map(int, fields[8:12])))
+        out[name] = {**rx, **tx}
+    return out
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""  # the process is gone: no figures rather than an error
 
 
 # -- top ----------------------------------------------------------------------------------------------
