@@ -468,12 +468,16 @@ def test_connect_and_disconnect_a_running_container(engine):
     assert settings["IPAMConfig"]["IPv4Address"] == static
     assert {ctr, "al1", "al2"} <= set(settings["DNSNames"])
     assert net in net_names(engine, "dangling=false")
+    # /etc/hosts follows the live connect and disconnect (rewritten in place: the bind holds)
+    hosts = docker(engine, "exec", ctr, "cat", "/etc/hosts").stdout
+    assert f"{static}\t{cid[:12]}" in hosts, hosts
 
     r = docker(engine, "network", "connect", net, ctr, check=False)
     assert r.returncode != 0 and f"endpoint with name {ctr} already exists in network {net}" in r.stderr, r.stderr
 
     docker(engine, "network", "disconnect", net, ctr)
     assert container_ipv4(engine, ctr, "eth1") is None
+    assert static not in docker(engine, "exec", ctr, "cat", "/etc/hosts").stdout
     assert net_inspect(engine, net)["Containers"] == {}
     assert net not in inspect(engine, ctr)["NetworkSettings"]["Networks"]
     r = docker(engine, "network", "disconnect", net, ctr, check=False)

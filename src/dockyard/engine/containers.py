@@ -549,6 +549,18 @@ class Containers:
             if resolve_user is not None:
                 resolve_user.close()
 
+    def refresh_hosts(self, c: Container) -> None:
+        """/etc/hosts of a running container rewritten in place after a live connect or
+        disconnect (dockerd adds and drops the endpoint's line too)."""
+        try:
+            link_hosts = self._links(c)[1]
+        except DockyardError:
+            link_hosts = []  # a linked container went away since the start: its line goes
+        networks = self.daemon.networks
+        text = hostfiles.hosts_file(c.host_config.get("ExtraHosts") or [],
+                                    own=[*link_hosts, *networks.hosts_entries(c)], gateway=networks.gateway_of(c))
+        hostfiles.write_hosts(os.path.join(self.dir_of(c.id), "hosts"), text)
+
     def _links(self, c: Container) -> tuple[list[str], list[tuple[str, str]]]:
         """(environment, /etc/hosts lines) of c's legacy links on the default bridge (engine/links.py);
         each target must be running and on the bridge, as dockerd requires at start."""

@@ -503,6 +503,7 @@ class Networks:
                     await self.resolver.serve(c.id, sandbox.path)
             networks[n.name] = settings
             self.store.save(c)
+            self._refresh_hosts(c)
         await self._apply_nft()
         if c.state.running:
             self._publish(n, "connect", c.id)
@@ -525,9 +526,18 @@ class Networks:
             del c.network_settings["Networks"][key]
             self._fill_top(c)
             self.store.save(c)
+            self._refresh_hosts(c)
         await self._apply_nft()
         if n is not None:
             self._publish(n, "disconnect", c.id)
+
+    def _refresh_hosts(self, c) -> None:
+        containers = getattr(self.daemon, "containers", None)
+        if containers is not None and c.state.running:
+            try:
+                containers.refresh_hosts(c)
+            except OSError as e:  # the endpoint is made; a stale hosts line is no reason to undo it
+                log.warning("rewriting /etc/hosts of %s: %s", c.id[:12], e)
 
     def _container_lock(self, c):
         """The containers component's per-container lock (start/stop don't race a connect)."""
