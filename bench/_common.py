@@ -173,6 +173,26 @@ def unwind_on_signals() -> None:
         signal.signal(sig, handler)
 
 
+def clean_up_sides(sides) -> None:
+    """Every side's clean-up (a failing one does not stop the others); a second Ctrl-C must not
+    skip it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for side in sides:
+        try:
+            side.cleanup()
+        except Exception as e:  # noqa: BLE001 - the other side's clean-up still runs
+            print(f"clean-up of {side.name}: {e}", file=sys.stderr)
+
+
+def side_lines(sides) -> list[str]:
+    """The lines under a comparison table: each side's version, or why it could not run, and its notes."""
+    lines = []
+    for side in sides:
+        lines.append(f"{side.name}: unavailable ({side.error})" if side.error else f"{side.name}: {side.version}")
+        lines += [f"  note: {note}" for note in side.notes]
+    return lines
+
+
 def fmt_ms(value: float) -> str:
     return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
 

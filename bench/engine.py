@@ -30,7 +30,6 @@ by pid, mounts, cgroups and temp dirs removed."""
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -38,8 +37,8 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (REPO, Interrupted, Reaper, cgroup_hierarchies, comparison_row,  # noqa: E402
-                     first_line, summary, table, timed, unwind_on_signals)
+from _common import (REPO, Interrupted, Reaper, cgroup_hierarchies, clean_up_sides,  # noqa: E402
+                     comparison_row, first_line, side_lines, summary, table, timed, unwind_on_signals)
 from tests.engine.conftest import DOCKER, Engine  # noqa: E402
 from tests.fixtures.dockerd import Dockerd, missing_tools  # noqa: E402
 
@@ -255,10 +254,7 @@ def report(sides: list[Side], rows: list[str], args) -> tuple[str, dict]:
     lines = [f"docker CLI against each engine, --network none; {args.rounds} rounds after {args.warmup} "
              f"warm-up ({args.concurrent_rounds} for the concurrent row), sides interleaved",
              table(["ms, median / p90", ours.name, peer.name, "ours/peer"], cells_rows)]
-    for side in sides:
-        lines.append(f"{side.name}: unavailable ({side.error})" if side.error else f"{side.name}: {side.version}")
-        for note in side.notes:
-            lines.append(f"  note: {note}")
+    lines += side_lines(sides)
     return "\n".join(lines), data
 
 
@@ -294,12 +290,7 @@ def main(argv=None) -> int:
         print("interrupted: cleaned up", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
-        for side in sides:
-            try:
-                side.cleanup()
-            except Exception as e:  # noqa: BLE001 - the other side's clean-up still runs
-                print(f"clean-up of {side.name}: {e}", file=sys.stderr)
+        clean_up_sides(sides)
         Reaper.reap()
     print(json.dumps(data, indent=2) if args.json else text)
     return 0

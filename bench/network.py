@@ -31,14 +31,13 @@ network namespace goes with its processes."""
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (Interrupted, Reaper, comparison_row, first_line, median, summary,  # noqa: E402
-                     table, timed, unwind_on_signals)
+from _common import (Interrupted, Reaper, clean_up_sides, comparison_row, first_line, median,  # noqa: E402
+                     side_lines, summary, table, timed, unwind_on_signals)
 from engine import (ARCHIVE, DOCKER, IMAGE, RUN_TIMEOUT, Ours, Peer, Unavailable, _err,  # noqa: E402
                     _guard)
 from tests.fixtures.dockerd import Dockerd, missing_tools  # noqa: E402
@@ -180,10 +179,7 @@ def report(sides: list, args) -> tuple[str, dict]:
              f"warm-up, sides interleaved",
              table(["ms, median / p90", ours.name, peer.name, "ours/peer"], cells_rows),
              "(times: lower is better; the MB/s row: higher is better)"]
-    for side in sides:
-        lines.append(f"{side.name}: unavailable ({side.error})" if side.error else f"{side.name}: {side.version}")
-        for note in side.notes:
-            lines.append(f"  note: {note}")
+    lines += side_lines(sides)
     return "\n".join(lines), data
 
 
@@ -217,12 +213,7 @@ def main(argv=None) -> int:
         print("interrupted: cleaned up", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
-        for side in sides:
-            try:
-                side.cleanup()
-            except Exception as e:  # noqa: BLE001 - the other side's clean-up still runs
-                print(f"clean-up of {side.name}: {e}", file=sys.stderr)
+        clean_up_sides(sides)
         Reaper.reap()
     print(json.dumps(data, indent=2) if args.json else text)
     return 0

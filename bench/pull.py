@@ -33,8 +33,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (REPO, Interrupted, comparison_row, first_line, summary, table, timed,  # noqa: E402
-                     unwind_on_signals)
+from _common import (REPO, Interrupted, clean_up_sides, comparison_row, first_line, side_lines,  # noqa: E402
+                     summary, table, timed, unwind_on_signals)
 import images  # noqa: E402
 from tests.fixtures.dockerd import DOCKER_CLI, Dockerd, missing_tools  # noqa: E402
 from tests.fixtures.host import mounts_under  # noqa: E402
@@ -227,13 +227,7 @@ def report(sides: list[Side], facts: dict, rounds: int, warmup: int) -> tuple[st
     lines = [f"image pull, {rounds} rounds after {warmup} warm-up, sides interleaved "
              "(wall ms of one CLI pull into an empty engine)",
              table(["ms, median / p90", ours.name, peer.name, "ours/peer"], rows)]
-    for side in sides:
-        if side.error:
-            lines.append(f"{side.name}: unavailable ({side.error})")
-        else:
-            lines.append(f"{side.name}: {side.version}")
-        for note in side.notes:
-            lines.append(f"  note: {note}")
+    lines += side_lines(sides)
     return "\n".join(lines), data
 
 
@@ -279,12 +273,7 @@ def main(argv=None) -> int:
         print(f"bench/pull.py: {e}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
-        for side in sides:
-            try:
-                side.cleanup()
-            except Exception as e:  # noqa: BLE001 - the other side's clean-up still runs
-                print(f"clean-up of {side.name}: {e}", file=sys.stderr)
+        clean_up_sides(sides)
         if registry is not None:
             registry.stop()
         for target in sorted(mounts_under(workdir), key=len, reverse=True):
