@@ -371,3 +371,16 @@ def test_live_restore_keeps_and_reconciles(fresh_engine, tmp_path):
     docker(engine, "stop", "-t", "0", "l-keep")
     assert inspect(engine, "l-keep", "{{.State.ExitCode}}") == "137"
     docker(engine, "rm", "l-keep", "l-exit")
+
+
+def test_no_descriptor_of_the_engine_reaches_a_container(engine):
+    # The shim runs dockyard-runc in a fork of itself: nothing of the shim's (its socket, its
+    # epoll, its log) may survive into the container's processes, run or exec'd.
+    r = docker(engine, "run", "--rm", "busybox", "sh", "-c", "ls /proc/1/fd; echo -; ls /proc/self/fd")
+    assert r.stdout == "0\n1\n2\n-\n0\n1\n2\n3\n", r.stdout  # 3: ls's own directory
+    docker(engine, "run", "-d", "--name", "fds", "busybox", "sleep", "60")
+    try:
+        r = docker(engine, "exec", "fds", "ls", "/proc/1/fd", "/proc/self/fd")
+        assert r.stdout == "/proc/1/fd:\n0\n1\n2\n\n/proc/self/fd:\n0\n1\n2\n3\n", r.stdout
+    finally:
+        docker(engine, "rm", "-f", "fds")
