@@ -423,15 +423,50 @@ def test_serve_is_idempotent_and_stop_frees_the_port(ns, make_netns):
         (raw,) = await udp(other, dns.build_query("web", ident=2))
         assert dns.parse(raw).answers
         assert await udp(ns, dns.build_query("web", ident=3), timeout=0.5) == []
-        # A second resolver cannot take a port already served: a clear error, nothing served.
-        r2 = make_resolver()
+        # Without the redirect (no nft library) port 53 itself is bound, and a second server
+        # cannot take it: a clear error, nothing served.
+        plain = make_resolver(redirect=False)
+        await plain.serve("e" * 64, ns)
+        r2 = make_resolver(redirect=False)
         with pytest.raises(SystemFailure, match="cannot listen on 127.0.0.11:53"):
-            await r2.serve("d" * 64, other)
+            await r2.serve("d" * 64, ns)
         assert r2.serving() == {}
+        await plain.close()
         await r.close()
         assert r.serving() == {}
         await asyncio.sleep(0)
         assert asyncio.all_tasks() == {asyncio.current_task()}
+    run(main())
+
+
+def _bind_53(host: str) -> list[socket.socket]:
+    taken = []
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        sock = socket.socket(socket.AF_INET, kind)
+        sock.bind((host, 53))
+        taken.append(sock)
+    return taken
+
+
+@root
+def test_port_53_stays_free_for_the_containers_own_server(ns):
+    # dnsmasq or coredns in a container on a user-defined network binds 0.0.0.0:53 (and so
+    # 127.0.0.11:53 too); the embedded server listens elsewhere, reached through our redirect.
+    async def main():
+        r = make_resolver()
+        await r.serve(CID, ns)
+        taken = await asyncio.to_thread(netns.run_in, ns, _bind_53, "0.0.0.0")
+        try:
+            (raw,) = await udp(ns, dns.build_query("web", ident=7))
+            assert dns.parse(raw).answers
+            reply = await tcp(ns, framed(dns.build_query("web", ident=8)))
+            assert dns.parse(reply[2:]).answers
+            code, out = await nslookup(ns, "web")
+            assert code == 0 and "10.9.0.2" in out, out
+        finally:
+            for sock in taken:
+                sock.close()
+        await r.close()
     run(main())
 
 

@@ -1,5 +1,6 @@
 """Docker's embedded DNS server: 127.0.0.11:53 (UDP and TCP) inside each container's network
-namespace, served by dockyardd's own asyncio loop.
+namespace, served by dockyardd's own asyncio loop. As in dockerd, the sockets listen on free
+ports and a small nft table inside the container's namespace redirects port 53 to them.
 
 The listening sockets are made inside the container's netns by a short-lived thread (a socket keeps
 the namespace it was created in), then handed to the loop; so one process serves every container
@@ -27,12 +28,15 @@ from typing import Callable
 
 from dockyard.errors import SystemFailure
 
+from dockyard.linux import libnftables
+
 from . import dns, netns
 
 log = logging.getLogger(__name__)
 
 ADDRESS = "127.0.0.11"
 PORT = 53
+REDIRECT_TABLE = "dockyard_dns"  # inside each container's netns, never the host's
 TTL = 600  # dockerd's respTTL
 MAX_UPSTREAMS = 3  # dockerd tries at most three external servers
 FORWARD_TIMEOUT = 2.0  # seconds per upstream
@@ -64,23 +68,49 @@ def parse_upstream(text: str) -> tuple[int, str, int]:
     return family, host, port
 
 
-def _open_sockets(address: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """UDP and TCP sockets bound to address:port in the calling thread's netns."""
+def _open_sockets(address: str, port: int, redirect: bool) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets listening for address:port in the calling thread's netns.
+
+    `redirect`: as dockerd does, the sockets take free ports and a table of ours in that netns
+    sends address:port to them, so port 53 stays free for the container's own DNS server
+    (a dnsmasq or coredns binding 0.0.0.0:53 on a user-defined network)."""
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        udp.bind((address, port))
+        udp.bind((address, 0 if redirect else port))
         # Re-serving a restarted container must not wait for TIME_WAIT connections of the last one.
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((address, port))
+        tcp.bind((address, 0 if redirect else port))
         tcp.listen(64)
         udp.setblocking(False)
         tcp.setblocking(False)
+        if redirect:
+            try:
+                libnftables.run(_redirect_table(address, port, udp.getsockname()[1], tcp.getsockname()[1]))
+            except libnftables.NftError as e:
+                raise OSError(0, f"redirecting port {port}: {e}") from None
     except OSError:
         udp.close()
         tcp.close()
         raise
     return udp, tcp
+
+
+def _redirect_table(address: str, port: int, udp_port: int, tcp_port: int) -> str:
+    """The container netns' table sending address:port to our ports. Replies are translated back
+    by conntrack, which needs a nat chain on the reply's path (the empty postrouting one)."""
+    return (f"table ip {REDIRECT_TABLE} {{}}\n"
+            f"delete table ip {REDIRECT_TABLE}\n"
+            f"table ip {REDIRECT_TABLE} {{\n"
+            f"\tchain output {{\n"
+            f"\t\ttype nat hook output priority -100; policy accept;\n"
+            f"\t\tip daddr {address} udp dport {port} dnat to {address}:{udp_port}\n"
+            f"\t\tip daddr {address} tcp dport {port} dnat to {address}:{tcp_port}\n"
+            f"\t}}\n"
+            f"\tchain postrouting {{\n"
+            f"\t\ttype nat hook postrouting priority 100; policy accept;\n"
+            f"\t}}\n"
+            f"}}\n")
 
 
 def _lookup_name(labels: tuple[bytes, ...]) -> str | None:
@@ -274,11 +304,14 @@ class Resolver:
     """
 
     def __init__(self, lookup: Lookup, reverse: Reverse, upstreams: Upstreams, *,
-                 address: str = ADDRESS, port: int = PORT, timeout: float = FORWARD_TIMEOUT):
+                 address: str = ADDRESS, port: int = PORT, timeout: float = FORWARD_TIMEOUT,
+                 redirect: bool = True):
         self.lookup = lookup
         self.reverse = reverse
         self.upstreams = upstreams
         self.address, self.port, self.timeout = address, port, timeout
+        # Ports taken through a redirect when nft's library is here, else port 53 itself.
+        self.redirect = redirect and libnftables.available()
         self.forwards = 0
         self._servers: dict[str, _Server] = {}
         self._lock = asyncio.Lock()
@@ -296,7 +329,7 @@ class Resolver:
             loop = asyncio.get_running_loop()
             try:
                 udp, tcp = await loop.run_in_executor(
-                    None, netns.run_in, netns_path, _open_sockets, self.address, self.port)
+                    None, netns.run_in, netns_path, _open_sockets, self.address, self.port, self.redirect)
             except OSError as e:
                 raise SystemFailure(f"embedded DNS server: cannot listen on {self.address}:{self.port} "
                                     f"in network namespace {netns_path}: {e.strerror or e}") from e
