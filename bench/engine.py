@@ -269,30 +269,40 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0 or args.concurrent_rounds < 0 or args.concurrency < 1:
         parser.error("--rounds and --concurrency must be at least 1, --warmup and --concurrent-rounds at least 0")
+
+    def body(sides, log):
+        measure(sides, args.rounds, args.warmup, args.concurrent_rounds, args.concurrency, log)
+        rows = list(ROWS) + ([f"{args.concurrency} x run -d"] if args.concurrent_rounds else [])
+        return report(sides, rows, args)
+    return drive("bench/engine.py", args.json, lambda: [Ours(), Peer()], body)
+
+
+def drive(script: str, as_json: bool, make_sides, body) -> int:
+    """What the engine benchmarks' mains share: root and the busybox archive checked, the sides
+    made and started (one that cannot start is shown unavailable), `body(sides, log)` measuring
+    and returning (text, data), and everything cleaned up whatever happens, Ctrl-C included."""
     if os.geteuid() != 0:
-        print("bench/engine.py needs root", file=sys.stderr)
+        print(f"{script} needs root", file=sys.stderr)
         return 2
     if not os.path.isfile(ARCHIVE):
-        print(f"bench/engine.py: {ARCHIVE} missing (make fixtures)", file=sys.stderr)
+        print(f"{script}: {ARCHIVE} missing (make fixtures)", file=sys.stderr)
         return 1
     unwind_on_signals()
-    log = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = (lambda msg: None) if as_json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     Reaper()  # shims double-fork away from dockyard-containerd and are re-parented to us
     sides: list[Side] = []
     try:
-        sides = [Ours(), Peer()]
+        sides = make_sides()
         for side in sides:
             _guard(side, side.start)
-        measure(sides, args.rounds, args.warmup, args.concurrent_rounds, args.concurrency, log)
-        rows = list(ROWS) + ([f"{args.concurrency} x run -d"] if args.concurrent_rounds else [])
-        text, data = report(sides, rows, args)
+        text, data = body(sides, log)
     except (KeyboardInterrupt, Interrupted):
         print("interrupted: cleaned up", file=sys.stderr)
         return 130
     finally:
         clean_up_sides(sides)
         Reaper.reap()
-    print(json.dumps(data, indent=2) if args.json else text)
+    print(json.dumps(data, indent=2) if as_json else text)
     return 0
 
 

@@ -29,17 +29,15 @@ their containerds and shims) stopped by pid, mounts, cgroups and temp dirs remov
 network namespace goes with its processes."""
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (Interrupted, Reaper, clean_up_sides, comparison_row, first_line, median,  # noqa: E402
-                     side_lines, summary, table, timed, unwind_on_signals)
+from _common import Reaper, comparison_row, first_line, median, side_lines, summary, table, timed  # noqa: E402
 from engine import (ARCHIVE, DOCKER, IMAGE, RUN_TIMEOUT, Ours, Peer, Unavailable, _err,  # noqa: E402
-                    _guard)
+                    _guard, drive)
 from tests.fixtures.dockerd import Dockerd, missing_tools  # noqa: E402
 
 RUN_ROW = "run --rm true"
@@ -192,31 +190,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0 or args.mib < 1:
         parser.error("--rounds and --mib must be at least 1, --warmup at least 0")
-    if os.geteuid() != 0:
-        print("bench/network.py needs root", file=sys.stderr)
-        return 2
-    if not os.path.isfile(ARCHIVE):
-        print(f"bench/network.py: {ARCHIVE} missing (make fixtures)", file=sys.stderr)
-        return 1
-    unwind_on_signals()
-    log = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    Reaper()  # shims double-fork away from their containerd and are re-parented to us
-    sides: list = []
-    try:
-        sides = [NetOurs(), NetPeer()]
+
+    def body(sides, log):
         for side in sides:
-            _guard(side, side.start)
             _guard(side, side.prepare)
         measure(sides, args.rounds, args.warmup, args.mib, log)
-        text, data = report(sides, args)
-    except (KeyboardInterrupt, Interrupted):
-        print("interrupted: cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        clean_up_sides(sides)
-        Reaper.reap()
-    print(json.dumps(data, indent=2) if args.json else text)
-    return 0
+        return report(sides, args)
+    return drive("bench/network.py", args.json, lambda: [NetOurs(), NetPeer()], body)
 
 
 if __name__ == "__main__":
