@@ -3,6 +3,7 @@ shares the host's; `container:<name>` joins another container's; the default is 
 bridge (eth0 beside lo). Checked from inside containers run through the docker CLI."""
 
 import os
+import subprocess
 
 
 def links(output: str) -> set[str]:
@@ -72,3 +73,52 @@ def test_legacy_link_gives_hosts_line_and_environment(engine):
         assert r.returncode != 0 and "could not get container for nosuch" in r.stderr, r.stderr
     finally:
         engine.docker("rm", "-f", "linker", "linked")
+
+
+def _remote_host(engine, tmp_path):
+    """A "remote" host: a network namespace of the test's own behind a veth pair, with its own
+    /30 and no route back to any container subnet, serving a file with busybox httpd."""
+    tag = engine.bridge[3:]
+    octet = engine.bip.split(".")[1]
+    host_if, peer_if = f"dyr{tag}", f"dyq{tag}"
+    ns_file = str(tmp_path / "remote-ns")
+    open(ns_file, "w").close()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "hello").write_text("from the remote host\n")
+    subprocess.run(["unshare", f"--net={ns_file}", "true"], check=True)
+    subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if], check=True)
+    subprocess.run(["ip", "link", "set", peer_if, "netns", ns_file], check=True)
+    subprocess.run(["ip", "addr", "add", f"10.{octet}.254.1/30", "dev", host_if], check=True)
+    subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
+    inside = ["nsenter", f"--net={ns_file}"]
+    subprocess.run([*inside, "ip", "addr", "add", f"10.{octet}.254.2/30", "dev", peer_if], check=True)
+    subprocess.run([*inside, "ip", "link", "set", peer_if, "up"], check=True)
+    subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
+    server = subprocess.Popen([*inside, "/bin/busybox", "httpd", "-f", "-p", "8080", "-h", str(www)])
+    return f"10.{octet}.254.2", host_if, ns_file, server
+
+
+def test_outbound_nat_reaches_a_remote_host_and_internal_networks_do_not(engine, tmp_path):
+    address, host_if, ns_file, server = _remote_host(engine, tmp_path)
+    try:
+        # The remote host knows no route to the container's subnet: only the masquerade makes
+        # the reply come back.
+        fetch = ["sh", "-c", f"timeout 10 wget -q -O - http://{address}:8080/hello; exit $?"]
+        r = engine.docker("run", "--rm", "busybox", *fetch)
+        assert r.returncode == 0 and r.stdout == "from the remote host\n", (r.stdout, r.stderr)
+        # The control: the same on a network without masquerade fails (no way back), and an
+        # internal network reaches nothing outside at all.
+        engine.docker("network", "create", "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
+                      "dy-nomasq", check=True)
+        r = engine.docker("run", "--rm", "--network", "dy-nomasq", "busybox", *fetch)
+        assert r.returncode != 0 and "from the remote host" not in r.stdout
+        engine.docker("network", "create", "--internal", "dy-inner", check=True)
+        r = engine.docker("run", "--rm", "--network", "dy-inner", "busybox", *fetch)
+        assert r.returncode != 0 and "from the remote host" not in r.stdout
+    finally:
+        engine.docker("network", "rm", "dy-inner", "dy-nomasq")
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["umount", ns_file], capture_output=True)
