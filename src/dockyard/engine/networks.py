@@ -38,13 +38,9 @@ from dockyard.network.resolver import Resolver
 log = logging.getLogger(__name__)
 
 PREDEFINED = ("bridge", "host", "none")
-DEFAULT_BRIDGE = "dockyard0"
 USER_BRIDGE_PREFIX = "dy-"     # + 12 hex of the network id (dockerd: "br-")
 LIST_FILTERS = frozenset({"driver", "id", "label", "name", "scope", "type", "dangling"})
 PRUNE_FILTERS = frozenset({"until", "label", "label!"})
-_CREATE_TYPES = {"Name": str, "CheckDuplicate": bool, "Driver": str, "Scope": str, "Internal": bool,
-                 "Attachable": bool, "Ingress": bool, "ConfigOnly": bool, "ConfigFrom": dict, "IPAM": dict,
-                 "EnableIPv6": bool, "Options": dict, "Labels": dict}
 
 # The runtime fields of an EndpointSettings (cleared when the container stops); the rest
 # (IPAMConfig, Aliases, Links, DriverOpts, a configured MacAddress) is the user's configuration.
@@ -174,7 +170,7 @@ class Networks:
                     await asyncio.to_thread(netlink.delete_link, current.bridge)
                 self.records.delete_network(current)
             return
-        bridge = config.bridge or DEFAULT_BRIDGE
+        bridge = config.bridge_name
         if config.bip:
             iface = ipaddress.ip_interface(config.bip)
             subnet, gateway = iface.network, iface.ip
@@ -327,9 +323,7 @@ class Networks:
         """POST /networks/create (NetworkCreateRequest) → {"Id", "Warning"}."""
         if not isinstance(body, dict):
             raise InvalidArgument("invalid network config: want a JSON object")
-        for key, kind in _CREATE_TYPES.items():
-            if body.get(key) is not None and not isinstance(body[key], kind):
-                raise InvalidArgument(f"invalid {key}: want a {kind.__name__}")
+        # Field types are checked by the route (engine/api/networks.py decode), as dockerd's decoder.
         name = (body.get("Name") or "").strip()
         if not name:
             raise InvalidArgument("network name is required")  # dockerd: "invalid name: ..." family
