@@ -38,21 +38,25 @@ def test_flags(tmp_path):
     c = load(tmp_path, ["-H", "unix:///tmp/a.sock", "-H", "/tmp/b.sock", "--data-root", "/srv/d/",
                         "--exec-root", "/run/x", "-p", "/run/x.pid", "--containerd", "unix:///run/c.sock",
                         "--bip", "10.1.0.1/24", "-b", "br0", "--default-address-pool", "base=10.10.0.0/16,size=24",
-                        "--live-restore=false", "-D", "--cgroup-parent", "/ci"], {})
+                        "--live-restore=false", "-D", "--cgroup-parent", "/ci", "--icc=false", "--ip", "127.0.0.1"], {})
     assert c.hosts == ("unix:///tmp/a.sock", "unix:///tmp/b.sock")
     assert (c.data_root, c.exec_root, c.pidfile_path) == ("/srv/d", "/run/x", "/run/x.pid")
     assert c.containerd_address == "/run/c.sock" and not c.managed_containerd
     assert (c.bip, c.bridge) == ("10.1.0.1/24", "br0")
     assert c.default_address_pools == (AddressPool("10.10.0.0/16", 24),)
     assert c.live_restore is False and c.effective_log_level == "debug" and c.cgroup_parent == "/ci"
+    assert (c.icc, c.ip_masq, c.ip) == (False, True, "127.0.0.1")
 
 
 def test_file(tmp_path):
     c = load(tmp_path, [], {"hosts": ["unix:///tmp/f.sock"], "data-root": "/srv/f", "log-level": "warn",
                             "default-address-pools": [{"base": "172.80.0.0/16", "size": 24}],
-                            "live-restore": True, "group": "docker"})
+                            "live-restore": True, "group": "docker", "ip-masq": False, "icc": True})
     assert c.hosts == ("unix:///tmp/f.sock",) and c.data_root == "/srv/f" and c.log_level == "warn"
     assert c.default_address_pools == (AddressPool("172.80.0.0/16", 24),) and c.group == "docker"
+    assert (c.icc, c.ip_masq) == (True, False)
+    with pytest.raises(InvalidArgument, match="invalid ip"):
+        load(tmp_path, ["--ip", "nope"], {})
 
 
 def test_missing_default_file_is_fine_but_a_named_one_is_not(tmp_path, monkeypatch):

@@ -2,8 +2,11 @@
 shares the host's; `container:<name>` joins another container's; the default is the default
 bridge (eth0 beside lo). Checked from inside containers run through the docker CLI."""
 
+import json
 import os
 import subprocess
+
+from tests.engine.conftest import _engine
 
 
 def links(output: str) -> set[str]:
@@ -122,3 +125,21 @@ def test_outbound_nat_reaches_a_remote_host_and_internal_networks_do_not(engine,
         server.wait()
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
         subprocess.run(["umount", ns_file], capture_output=True)
+
+
+def test_daemon_icc_false_and_default_host_ip(subreaper, busybox_archive):  # noqa: F811
+    e = _engine(busybox_archive, ("--icc=false", "--ip", "127.0.0.1"))
+    try:
+        options = e.json("GET", "/networks/bridge", expect=200)["Options"]
+        assert options["com.docker.network.bridge.enable_icc"] == "false"
+        assert options["com.docker.network.bridge.host_binding_ipv4"] == "127.0.0.1"
+        e.docker("run", "-d", "--name", "quiet", "-p", "80", "busybox", "sleep", "60", check=True)
+        ip = e.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "quiet", check=True).stdout.strip()
+        ports = json.loads(e.docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", "quiet", check=True).stdout)
+        assert ports["80/tcp"][0]["HostIp"] == "127.0.0.1", ports
+        r = e.docker("run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", ip)
+        assert r.returncode != 0, r.stdout  # containers on the default bridge cannot reach each other
+    finally:
+        e.docker("rm", "-f", "quiet")
+        leftovers = e.cleanup()
+    assert not leftovers, leftovers

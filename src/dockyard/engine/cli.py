@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("-G", "--group", help=f"group of the unix socket (default {cfg.DEFAULT_GROUP}, when it exists)")
     add("-b", "--bridge", help="the default bridge network's Linux bridge, made if missing (default dockyard0; none: no default bridge)")
     add("--bip", help="the default bridge's gateway address and subnet, CIDR (default: a free pool)")
+    add("--icc", nargs="?", const=True, type=_go_bool, metavar="BOOL",
+        help="containers on the default bridge may talk to each other (default true)")
+    add("--ip-masq", dest="ip_masq", nargs="?", const=True, type=_go_bool, metavar="BOOL",
+        help="masquerade what leaves the default bridge (default true)")
+    add("--ip", metavar="IP", help="host address ports are published on when -p names none (default 0.0.0.0)")
     add("--default-address-pool", dest="default_address_pools", action="append", metavar="POOL",
         help="base=CIDR,size=N: where user networks' subnets come from (repeatable)")
     add("--live-restore", nargs="?", const=True, type=_go_bool, metavar="BOOL",
@@ -53,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FIELDS = ("hosts", "data_root", "exec_root", "pidfile", "containerd", "group", "bridge", "bip",
+_FIELDS = ("hosts", "data_root", "exec_root", "pidfile", "containerd", "group", "bridge", "bip", "icc", "ip_masq", "ip",
            "default_address_pools", "live_restore", "log_level", "debug", "tls", "tlsverify",
            "tlscacert", "tlscert", "tlskey", "cgroup_parent")
 

@@ -5,7 +5,7 @@ a setting made both by a flag and by the file ("the following directives are spe
 flag and in the configuration file"); the flag does not silently win.
 
 Keys and flags are dockerd's, for what dockyardd implements: hosts (-H), data-root, exec-root,
-pidfile, containerd, group (-G), bridge (-b), bip, default-address-pools, live-restore,
+pidfile, containerd, group (-G), bridge (-b), bip, icc, ip-masq, ip, default-address-pools, live-restore,
 cgroup-parent, log-level (-l), debug (-D), tls, tlsverify, tlscacert, tlscert, tlskey. Anything dockerd knows
 that we do not do (storage-driver, registry-mirrors, …) is refused by name rather than ignored.
 """
@@ -51,6 +51,9 @@ class Config:
     group: str = DEFAULT_GROUP
     bridge: str = ""
     bip: str = ""
+    icc: bool = True       # the default bridge's inter-container communication
+    ip_masq: bool = True   # … and its outbound masquerade
+    ip: str = "0.0.0.0"    # the host address of a published port given none
     default_address_pools: tuple[AddressPool, ...] = ()
     live_restore: bool = True
     log_level: str = "info"
@@ -161,6 +164,9 @@ FILE_KEYS: dict[str, tuple[str, object]] = {
     "group": ("group", _str),
     "bridge": ("bridge", _str),
     "bip": ("bip", _str),
+    "icc": ("icc", _bool),
+    "ip-masq": ("ip_masq", _bool),
+    "ip": ("ip", _str),
     "default-address-pools": ("default_address_pools", _pools),
     "live-restore": ("live_restore", _bool),
     "log-level": ("log_level", _str),
@@ -178,10 +184,10 @@ FILE_KEYS: dict[str, tuple[str, object]] = {
 UNSUPPORTED_KEYS = frozenset({
     "storage-driver", "storage-opts", "registry-mirrors", "insecure-registries", "log-driver",
     "log-opts", "default-ulimits", "dns", "dns-opts", "dns-search", "experimental", "features",
-    "iptables", "ip6tables", "ip-forward", "ip-masq", "ipv6", "fixed-cidr", "fixed-cidr-v6",
+    "iptables", "ip6tables", "ip-forward", "ipv6", "fixed-cidr", "fixed-cidr-v6",
     "default-gateway", "mtu", "userland-proxy", "userns-remap", "runtimes", "default-runtime",
     "selinux-enabled", "seccomp-profile", "no-new-privileges", "exec-opts",
-    "max-concurrent-downloads", "max-concurrent-uploads", "shutdown-timeout", "icc", "init",
+    "max-concurrent-downloads", "max-concurrent-uploads", "shutdown-timeout", "init",
     "labels", "metrics-addr", "default-shm-size", "authorization-plugins", "tlsverify-peer",
 })
 
@@ -286,6 +292,11 @@ def validate(config: Config) -> Config:
             raise InvalidArgument(f"invalid bip {config.bip!r}: want an address with a prefix, like 172.17.0.1/16") from None
         if ipaddress.ip_interface(config.bip).version != 4:
             raise InvalidArgument(f"invalid bip {config.bip!r}: only IPv4 is supported")
+    try:
+        if ipaddress.ip_address(config.ip).version != 4:
+            raise ValueError
+    except ValueError:
+        raise InvalidArgument(f"invalid ip {config.ip!r}: want an IPv4 address of this host, like 127.0.0.1") from None
     if config.bridge and (len(config.bridge) > 15 or not all(ch.isalnum() or ch in "-_." for ch in config.bridge)):
         raise InvalidArgument(f"invalid bridge name {config.bridge!r}: at most 15 letters, digits, '-', '_' or '.'")
     hosts = tuple(parse_host(h) for h in (config.hosts or (DEFAULT_HOST,)))

@@ -180,13 +180,15 @@ class Networks:
             others = [n.subnet for n in self.records.networks.values() if n.subnet and n is not current]
             subnet = await self._choose_subnet(others)
             gateway = next(subnet.hosts())
-        if current is not None and (current.bridge, current.subnet, current.gateway) == (
-                bridge, str(subnet), str(gateway)):
+        # dockerd's --icc, --ip-masq and --ip, shown as the default bridge's options as dockerd does.
+        options = {OPT_DEFAULT_BRIDGE: "true", OPT_ICC: str(config.icc).lower(),
+                   OPT_MASQUERADE: str(config.ip_masq).lower(), OPT_HOST_BINDING: config.ip,
+                   OPT_BRIDGE_NAME: bridge, OPT_MTU: "1500"}
+        if current is not None and (current.bridge, current.subnet, current.gateway, current.options) == (
+                bridge, str(subnet), str(gateway), options):
             return
         if current is not None and current.bridge != bridge and current.bridge_made:
             await asyncio.to_thread(netlink.delete_link, current.bridge)
-        options = {OPT_DEFAULT_BRIDGE: "true", OPT_ICC: "true", OPT_MASQUERADE: "true",
-                   OPT_HOST_BINDING: "0.0.0.0", OPT_BRIDGE_NAME: bridge, OPT_MTU: "1500"}
         n = Network(id=current.id if current else _new_id(), name="bridge", driver="bridge", predefined=True,
                     created=current.created if current else timeutil.format_rfc3339(timeutil.now_ns()),
                     ipam={"Driver": "default", "Options": None,
