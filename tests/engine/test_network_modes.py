@@ -143,3 +143,11 @@ def test_daemon_icc_false_and_default_host_ip(subreaper, busybox_archive):  # no
         e.docker("rm", "-f", "quiet")
         leftovers = e.cleanup()
     assert not leftovers, leftovers
+
+
+def test_published_ports_on_the_host_network_are_discarded_with_a_warning(engine):
+    r = engine.docker("create", "--name", "hostpub", "--network", "host", "-p", "8080:80", "busybox", "true")
+    try:
+        assert r.returncode == 0 and "Published ports are discarded when using host network mode" in r.stderr, r.stderr
+    finally:
+        engine.docker("rm", "-f", "hostpub")

@@ -494,6 +494,8 @@ class Containers:
                           log_path=("" if log_driver(host_config) == "none"
                                     else os.path.join(cdir, f"{cid}-json.log")))
             spec, warnings = await self._build_spec(c, image_config)
+            if host_config.get("NetworkMode") == "host" and host_config.get("PortBindings"):
+                warnings.append("Published ports are discarded when using host network mode")  # dockerd's
             await rpc(self._ctr.containers.Create(cpb.CreateContainerRequest(container=cpb.Container(
                 id=cid, image=(info.names[0] if info.names else info.id), snapshotter=SNAPSHOTTER,
                 snapshot_key=cid, runtime=cpb.Container.Runtime(name=RUNTIME),
