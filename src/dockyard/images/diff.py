@@ -125,7 +125,9 @@ class Walker:
         if self.whiteouts and stat.S_ISCHR(mode) and st.st_rdev == 0:
             # Checked before hardlinks: overlayfs may share one whiteout inode.
             if self._in_lowers(parts + (name,)):
-                self.w.entry(prefix + WHITEOUT_PREFIX + name, REG, st, mode=mode & 0o777)
+                # The whiteout device's own time is when it was made (an apply makes it anew):
+                # the epoch keeps a layer the same bytes however often it is written.
+                self.w.entry(prefix + WHITEOUT_PREFIX + name, REG, st, mode=mode & 0o777, mtime=0)
             return None
         if stat.S_ISSOCK(mode):
             return None
@@ -236,14 +238,15 @@ class TarWriter:
 
     def entry(self, name: str, typeflag: bytes, st: os.stat_result, *, mode: int | None = None,
               linkname: str = "", xattrs: dict[str, bytes] | None = None,
-              data_fd: int = -1) -> None:
+              data_fd: int = -1, mtime: int | None = None) -> None:
         size = st.st_size if typeflag == REG and data_fd >= 0 else 0
         major = minor = 0
         if typeflag in (CHR, BLK):
             major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
         self.buf += _header(os.fsencode(name), typeflag,
                             stat.S_IMODE(st.st_mode) if mode is None else mode,
-                            st.st_uid, st.st_gid, size, st.st_mtime_ns // 1_000_000_000,
+                            st.st_uid, st.st_gid, size,
+                            st.st_mtime_ns // 1_000_000_000 if mtime is None else mtime,
                             os.fsencode(linkname), major, minor, xattrs)
         if size:
             self._copy(data_fd, size, name)
