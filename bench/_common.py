@@ -212,6 +212,17 @@ def comparison_row(label: str, ours, peer, key: str) -> tuple[list[str], float |
     return cells + ["-"], None
 
 
+def comparison_rows(rows: list[str], ours, peer) -> tuple[list[list[str]], dict[str, float]]:
+    """comparison_row for each of `rows` (its label is its key): the table rows and the ratios."""
+    cells_rows, ratios = [], {}
+    for row in rows:
+        cells, ratio = comparison_row(row, ours, peer, row)
+        cells_rows.append(cells)
+        if ratio is not None:
+            ratios[row] = ratio
+    return cells_rows, ratios
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     """Left-aligned first column, right-aligned others; rows of a single cell span the table."""
     width = [max(len(r[i]) for r in [header, *rows] if len(r) > 1) for i in range(len(header))]

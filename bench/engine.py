@@ -38,7 +38,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (REPO, Interrupted, Reaper, cgroup_hierarchies, clean_up_sides,  # noqa: E402
-                     comparison_row, first_line, side_lines, summary, table, timed, unwind_on_signals)
+                     comparison_rows, first_line, side_lines, summary, table, timed, unwind_on_signals)
 from tests.engine.conftest import DOCKER, Engine  # noqa: E402
 from tests.fixtures.dockerd import Dockerd, missing_tools  # noqa: E402
 
@@ -244,12 +244,7 @@ def report(sides: list[Side], rows: list[str], args) -> tuple[str, dict]:
     for side in sides:
         data["sides"][side.name] = {"version": side.version, "error": side.error or None, "notes": side.notes,
                                     "results": {row: summary(s) for row, s in side.samples.items()}}
-    cells_rows, ratios = [], {}
-    for row in rows:
-        cells, ratio = comparison_row(row, ours, peer, row)
-        cells_rows.append(cells)
-        if ratio is not None:
-            ratios[row] = ratio
+    cells_rows, ratios = comparison_rows(rows, ours, peer)
     data["ratio_ours_over_peer"] = ratios
     lines = [f"docker CLI against each engine, --network none; {args.rounds} rounds after {args.warmup} "
              f"warm-up ({args.concurrent_rounds} for the concurrent row), sides interleaved",

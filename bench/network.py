@@ -35,7 +35,7 @@ import sys
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Reaper, comparison_row, first_line, median, side_lines, summary, table, timed  # noqa: E402
+from _common import Reaper, comparison_rows, first_line, median, side_lines, summary, table, timed  # noqa: E402
 from engine import (ARCHIVE, DOCKER, IMAGE, RUN_TIMEOUT, Ours, Peer, Unavailable, _err,  # noqa: E402
                     _guard, drive)
 from tests.fixtures.dockerd import Dockerd, missing_tools  # noqa: E402
@@ -163,12 +163,7 @@ def report(sides: list, args) -> tuple[str, dict]:
         data["sides"][side.name] = {"version": side.version, "error": side.error or None, "notes": side.notes,
                                     "results": {row: summary(s) for row, s in side.samples.items()},
                                     "tcp_mb_per_s": mb_per_s(side, args.mib)}
-    cells_rows, ratios = [], {}
-    for row in rows:
-        cells, ratio = comparison_row(row, ours, peer, row)
-        cells_rows.append(cells)
-        if ratio is not None:
-            ratios[row] = ratio
+    cells_rows, ratios = comparison_rows(rows, ours, peer)
     data["ratio_ours_over_peer"] = ratios
     rates = [mb_per_s(side, args.mib) for side in (ours, peer)]
     cells_rows.append(["tcp MB/s at the median"] + [f"{r:.0f}" if r else "-" for r in rates]
