@@ -89,7 +89,7 @@ def test_detached_life_cycle(ctr):
     # The shim shows in ps as dockyard-shim with its namespace and container id.
     ps = subprocess.run(["ps", "-ww", "-eo", "comm=,args="], capture_output=True, text=True, check=True).stdout
     shims = [line for line in ps.splitlines()
-             if line.startswith("dockyard-shim ") and f"dockyard-shim -namespace {ctr.namespace} -id {cid} " in line]
+             if line.startswith("dockyard-shim ") and f"dockyard-shim start --namespace {ctr.namespace} --id {cid} " in line]
     assert len(shims) == 1, ps
 
     r = ctr("tasks", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo in; exit 3")

@@ -42,7 +42,8 @@ def test_start_daemonizes_and_names_itself(harness):
     assert st.st_mode & 0o777 == 0o600
     with open(f"/proc/{shim.pid}/cmdline", "rb") as f:
         cmdline = f.read().replace(b"\0", b" ").decode()
-    assert f"dockyard-shim -namespace {NAMESPACE} -id {shim.id}" in cmdline
+    # The daemon runs in the process `start` forked (no second interpreter): its argv is that.
+    assert f"dockyard-shim start --namespace {NAMESPACE} --id {shim.id}" in cmdline
     with open(f"/proc/{shim.pid}/comm") as f:
         assert f.read().strip() == "dockyard-shim"
     assert os.readlink(f"/proc/{shim.pid}/cwd") == "/"

@@ -10,8 +10,9 @@ dockyard-containerd. Modules:
   cli       `dockyard-shim start` / `dockyard-shim delete`
   client    ShimClient, for dockyard-containerd and tests
 
-The daemon is this same entry point with containerd-style flags (`-namespace NS -id ID …`) and
-no verb, which keeps argparse and everything else a short-lived verb needs out of its memory."""
+`start` runs the daemon in a process it forks (one interpreter start-up per container, not
+two). The daemon can also be run on its own: this entry point with containerd-style flags
+(`-namespace NS -id ID …`) and no verb, given a listening socket as -socket-fd."""
 
 import sys
 

@@ -2,12 +2,12 @@
 shim's life, as containerd-shim-runc-v2 has them.
 
 start   makes `<state-dir>/<ns>/<id>/`, binds `shim.sock` there (0600), and starts the daemon:
-        fork, setsid, fork again, become the child subreaper (it survives exec), stdio to
-        /dev/null, cwd /, and exec the `dockyard-shim` script with `-namespace NS -id ID …`
-        (so `ps` shows "dockyard-shim -namespace NS -id ID" and the process name is
-        dockyard-shim), handing it the listening socket. Once the daemon has written shim.pid
-        and says it is ready on a pipe, print the socket path and exit 0. On any error: one
-        line on stderr, exit 1, and nothing left behind.
+        fork, setsid, fork again, become the child subreaper, stdio to /dev/null, cwd /, the
+        listening socket as fd 3, and run the daemon in that grandchild — no second interpreter
+        start-up on every container's path (so `ps` shows the `dockyard-shim start --namespace NS
+        --id ID …` it was started as). Once the daemon has written shim.pid and says it is
+        ready on a pipe, print the socket path and exit 0. On any error: one line on stderr,
+        exit 1, and nothing left behind.
 delete  cleans up after a shim that is gone: `runtime delete --force`, the exit status from
         the `exit` file (255 and now when there is none), printed as JSON, the shim's files
         and directory removed."""
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -66,7 +65,7 @@ def _check_name(kind: str, value: str) -> None:
 
 
 def _daemon_argv(args, sock_fd: int, ready_fd: int) -> list[str]:
-    """Exec'ing the console script makes `dockyard-shim` the process name and argv[1] in ps."""
+    """The daemon's own arguments (dockyard.shim.daemon.Config)."""
     opts = ["-namespace", args.namespace, "-id", args.id, "-bundle", args.bundle,
             "-state-dir", args.state_dir, "-runtime", args.runtime]
     if args.runtime_root:
@@ -76,10 +75,7 @@ def _daemon_argv(args, sock_fd: int, ready_fd: int) -> list[str]:
                  "-log-max-file", str(args.log_max_file)]
     opts += ["-stdin"] * args.stdin + ["-tty"] * args.tty
     opts += ["-socket-fd", str(sock_fd), "-ready-fd", str(ready_fd)]
-    script = os.path.join(os.path.dirname(sys.executable), "dockyard-shim")
-    if os.access(script, os.X_OK):
-        return [script, *opts]
-    return [sys.executable, "-m", "dockyard.shim", *opts]
+    return opts
 
 
 def start(args) -> int:
@@ -137,7 +133,7 @@ def _spawn_daemon(args, sock) -> int:
         try:
             os.setsid()
             if os.fork() == 0:
-                _exec_daemon(args, sock, r, w)
+                _run_daemon(args, sock, r, w)
         finally:
             os._exit(0)
     os.close(w)
@@ -153,33 +149,38 @@ def _spawn_daemon(args, sock) -> int:
     return _read_pid(pid_path)
 
 
-def _exec_daemon(args, sock, r: int, w: int) -> None:
-    """In the grandchild: never returns (exec, or _exit after reporting on the ready pipe)."""
+def _run_daemon(args, sock, r: int, w: int) -> None:
+    """In the grandchild: never returns (the daemon runs here until it exits, or _exit after
+    reporting a failure on the ready pipe)."""
     try:
         os.close(r)
         from dockyard.linux.prctl import set_child_subreaper
-        set_child_subreaper()  # kept across execve: the daemon itself never loads ctypes
+        set_child_subreaper()
         os.chdir("/")
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
         # The listener as fd 3, the ready pipe as fd 4, and nothing else we may have inherited.
-        sock_fd, high = 3, max(sock.fileno(), w) + 1
-        os.dup2(sock.fileno(), high)
+        # The socket object lets go of its descriptor first: collected later, it would close
+        # whatever the daemon had opened under that number by then.
+        listener = sock.detach()
+        high = max(listener, w) + 1
+        os.dup2(listener, high)
         os.dup2(w, high + 1)
         os.dup2(high, 3)
         os.dup2(high + 1, 4)
         w = 4
         os.closerange(5, os.sysconf("SC_OPEN_MAX"))
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        argv = _daemon_argv(args, sock_fd, w)
-        os.execv(argv[0], argv)
+        from . import daemon
+        code = daemon.main(_daemon_argv(args, 3, w))
     except BaseException as e:  # noqa: BLE001 - anything: report it, never return to the caller's code
         try:
-            os.write(w, f"error: cannot exec the shim daemon: {e}\n".encode())
+            os.write(w, f"error: cannot start the shim daemon: {e}\n".encode())
         finally:
             os._exit(1)
+    os._exit(code)
 
 
 def _read_pid(path: str) -> int:
@@ -221,8 +222,9 @@ def _is_shim(pid: int, namespace: str, cid: str) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    want = [b"-namespace", namespace.encode(), b"-id", cid.encode()]
-    return any(argv[i:i + 4] == want for i in range(len(argv)))
+    # Started by `start` (its --namespace/--id argv), or by hand as `dockyard-shim -namespace …`.
+    wants = [[flag + b"namespace", namespace.encode(), flag + b"id", cid.encode()] for flag in (b"--", b"-")]
+    return any(argv[i:i + 4] in wants for i in range(len(argv)))
 
 
 def delete(args) -> int:
@@ -234,6 +236,7 @@ def delete(args) -> int:
     if pid and _is_shim(pid, args.namespace, args.id):
         _kill(pid)  # a hung shim: it must not act on the container behind our back
     argv = [runtime, *(["--root", args.runtime_root] if args.runtime_root else []), "delete", "--force", args.id]
+    import subprocess  # only here: `start` stays light
     try:
         r = subprocess.run(argv, cwd=args.bundle if os.path.isdir(args.bundle) else "/",
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)

@@ -51,7 +51,7 @@ def exit_code(status: int) -> int:
 
 
 class Config:
-    """The daemon's argv, containerd-shim style (`-namespace NS -id ID …`): what `start` passes."""
+    """The daemon's arguments, containerd-shim style (`-namespace NS -id ID …`): what `start` hands it."""
 
     VALUED = ("namespace", "id", "bundle", "state-dir", "runtime", "runtime-root", "log-path",
               "log-max-size", "log-max-file", "socket-fd", "ready-fd")
