@@ -292,7 +292,6 @@ def _config_view(c: Container) -> dict:
     return out
 
 
-
 def _mount_points(hc: dict) -> list[dict]:
     """MountPoints of the binds and mounts the HostConfig asks for (Docker's `Mounts`)."""
     out = []
