@@ -151,3 +151,22 @@ def test_published_ports_on_the_host_network_are_discarded_with_a_warning(engine
         assert r.returncode == 0 and "Published ports are discarded when using host network mode" in r.stderr, r.stderr
     finally:
         engine.docker("rm", "-f", "hostpub")
+
+
+def test_ps_ports_and_publish_expose_filters(engine):
+    engine.docker("run", "-d", "--name", "pubf", "-p", "127.0.0.1::80", "--expose", "81/udp", "busybox",
+                  "sleep", "60", check=True)
+    try:
+        item = next(c for c in engine.json("GET", "/containers/json", expect=200) if c["Names"] == ["/pubf"])
+        host_port = next(p["PublicPort"] for p in item["Ports"] if p["PrivatePort"] == 80)
+        assert item["Ports"] == [{"IP": "127.0.0.1", "PrivatePort": 80, "PublicPort": host_port, "Type": "tcp"},
+                                 {"PrivatePort": 81, "Type": "udp"}]
+
+        def names(flt):
+            return engine.docker("ps", "--filter", flt, "--format", "{{.Names}}", check=True).stdout.split()
+        assert names(f"publish={host_port}") == ["pubf"]
+        assert names(f"publish={host_port}/udp") == []
+        assert names(f"publish={host_port - 1}-{host_port + 1}") == ["pubf"]
+        assert names("expose=81/udp") == ["pubf"] and names("expose=81") == []
+    finally:
+        engine.docker("rm", "-f", "pubf")

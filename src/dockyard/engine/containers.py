@@ -54,6 +54,7 @@ from dockyard.engine.state import State, status_string
 from dockyard.engine.store import Container
 from dockyard.errors import (Conflict, DockyardError, InvalidArgument, NotFound, SystemFailure,
                              Unavailable, Unsupported)
+from dockyard.network import portmap
 
 log = logging.getLogger(__name__)
 
@@ -1167,9 +1168,7 @@ class Containers:
         """dockerd's publish/expose filters: "80", "80/udp" or a range "8000-8080[/tcp]", against
         the published host ports (publish) or the container's exposed ports (expose)."""
         exposed = set(c.config.get("ExposedPorts") or {})
-        published = {f"{b['HostPort']}/{key.partition('/')[2] or 'tcp'}"
-                     for key, bindings in (c.network_settings.get("Ports") or {}).items()
-                     for b in bindings or () if b.get("HostPort")}
+        published = {f"{b.host_port}/{b.proto}" for b in portmap.bindings_from_view(c.network_settings.get("Ports"))}
         return (any(_port_in(value, published) for value in filters.values("publish"))
                 or any(_port_in(value, exposed) for value in filters.values("expose")))
 
@@ -1193,10 +1192,11 @@ class Containers:
         return ids
 
     async def summary(self, c: Container, size: bool = False, now: int | None = None) -> dict:
+        ports = c.network_settings.get("Ports") or {}
         item = {
             "Id": c.id, "Names": ["/" + c.name], "Image": c.image, "ImageID": c.image_id,
             "Command": " ".join([c.path, *c.args]), "Created": timeutil.to_ns(c.created) // timeutil.SECOND,
-            "Ports": _summary_ports(c.network_settings.get("Ports") or {}),
+            "Ports": portmap.summary_ports(ports, portmap.bindings_from_view(ports)),
             "Labels": c.config.get("Labels") or {}, "State": c.state.status,
             "Status": status_string(c.state, now if now is not None else timeutil.now_ns()),
             "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or self._config.default_network_mode},
@@ -1342,23 +1342,6 @@ def _port_in(value: str, ports: set[str]) -> bool:
         if (p or "tcp") == proto and number.isdigit() and first <= int(number) <= last:
             return True
     return False
-
-
-def _summary_ports(ports: dict) -> list[dict]:
-    """/containers/json's Ports from NetworkSettings.Ports: one item per binding, and one with
-    the private port alone for an exposed port nothing publishes."""
-    out = []
-    for key, bindings in sorted(ports.items()):
-        number, _, proto = key.partition("/")
-        if not number.isdigit():
-            continue
-        item = {"PrivatePort": int(number), "Type": proto or "tcp"}
-        if not bindings:
-            out.append(item)
-        for b in bindings or ():
-            out.append({"IP": b.get("HostIp") or "0.0.0.0", **item,
-                        "PublicPort": int(b.get("HostPort") or 0)})
-    return out
 
 
 def _wait_result(code: int, error: str) -> dict:
