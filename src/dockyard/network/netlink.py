@@ -330,31 +330,6 @@ def remove_endpoint(host_ifname: str) -> None:
     delete_link(host_ifname)
 
 
-def remove_interface(netns_path: str, ifname: str) -> None:
-    """Delete `ifname` inside the netns (a veth takes its host side along); missing is fine."""
-    _check_ifname(ifname)
-    if not netns.is_netns(netns_path):
-        return
-    with _iproute(netns_path) as ipr, _errors(f"delete {ifname} in {netns_path}", ignore=(errno.ENODEV,)):
-        ipr.link("del", ifname=ifname)
-
-
-def set_default_route(netns_path: str, gateway: str | None) -> None:
-    """Point the netns' default route at `gateway` (replacing any), or remove it (None)."""
-    if gateway is not None:
-        try:
-            ipaddress.IPv4Address(gateway)
-        except ValueError:
-            raise InvalidArgument(f"invalid gateway address: {gateway}") from None
-    with _iproute(netns_path) as ipr:
-        if gateway is None:
-            with _errors(f"delete default route in {netns_path}", ignore=(errno.ESRCH,)):
-                ipr.route("del", dst="0.0.0.0/0", table=_MAIN_TABLE)
-        else:
-            with _errors(f"set default route via {gateway} in {netns_path}"):
-                ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, table=_MAIN_TABLE)
-
-
 def _loopback_up(ipr: IPRoute) -> None:
     with _errors("set lo up"):
         ipr.link("set", index=1, state="up")  # lo is always index 1 in a netns
