@@ -5,7 +5,8 @@ and it lands in the network namespace of the calling thread (the library's netli
 opened when its context is made), which is how rules are put inside a container's namespace
 from a thread that entered it (dockyard.network.netns.run_in).
 
-Each call makes and frees its own context, so calls from several threads never share one.
+Each call makes and frees its own context, and calls are serialized: the library keeps some
+state of its own (caches, the parser's tables) that it does not promise to share safely.
 """
 
 import ctypes
@@ -15,6 +16,7 @@ LIBRARY = "libnftables.so.1"
 
 _lib = None
 _lib_lock = threading.Lock()
+_run_lock = threading.Lock()
 
 
 class NftError(Exception):
@@ -53,6 +55,11 @@ def run(commands: str, dry_run: bool = False) -> str:
     `dry_run`: the kernel checks them and commits nothing (`nft --check`). OSError when the
     library is missing, NftError when the commands are refused."""
     lib = _load()
+    with _run_lock:
+        return _run(lib, commands, dry_run)
+
+
+def _run(lib, commands: str, dry_run: bool) -> str:
     ctx = lib.nft_ctx_new(0)
     if not ctx:
         raise NftError("cannot make an nftables context")

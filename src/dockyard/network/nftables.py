@@ -1,7 +1,8 @@
 """NAT and filtering for bridge networks in one nftables table of our own (family `ip`).
 
 The engine describes what it wants (bridges, published ports) as a `Ruleset`; `render` turns that
-into one `nft -f -` script which creates the table if missing, deletes it and defines it again. nft
+into one `nft -f -` script which creates the table if missing, deletes it and defines it again,
+handed to nft's own library (linux/libnftables.py: no process per change). nft
 runs a script as a single transaction, so the table is replaced atomically: no window without rules,
 no rule left over from an earlier state, and reconciling after a crash is just `apply` again.
 Nothing here touches another table, a chain we did not make or a policy: the host's firewall stays
@@ -29,16 +30,12 @@ have none), in our own layout:
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import subprocess
 from dataclasses import dataclass
 
 from dockyard.errors import InvalidArgument, SystemFailure, Unsupported
+from dockyard.linux import libnftables
 
-# Fixed locations, not a PATH lookup: the daemon runs as root.
-NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft")
-TIMEOUT = 30
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 # Linux interface names may hold almost anything; ours are kept to what nft takes unquoted inside
@@ -161,33 +158,33 @@ def render(rs: Ruleset) -> str:
 
 def apply(rs: Ruleset) -> None:
     """Replace our table with the rules for `rs`, atomically."""
-    _nft(["-f", "-"], render(rs), f"applying nftables table {rs.table}")
+    _nft(render(rs), f"applying nftables table {rs.table}")
 
 
 def delete(table: str) -> None:
     """Remove our table; a missing table is fine (created then deleted in one transaction)."""
     _check_table(table)
-    _nft(["-f", "-"], f"table ip {table} {{}}\ndelete table ip {table}\n", f"deleting nftables table {table}")
+    _nft(f"table ip {table} {{}}\ndelete table ip {table}\n", f"deleting nftables table {table}")
 
 
 def exists(table: str) -> bool:
     _check_table(table)
-    listing = _nft(["list", "tables", "ip"], None, "listing nftables tables")
+    listing = _nft("list tables ip", "listing nftables tables")
     return f"table ip {table}" in listing.splitlines()
 
 
 def available() -> str | None:
     """Why the nftables rules cannot be used on this machine, or None when they can. Checks the
-    binary, our privileges and the kernel's support for every expression we use (nft --check
+    library, our privileges and the kernel's support for every expression we use (a dry run
     sends a sample table to the kernel, which validates it and commits nothing)."""
-    if _nft_path() is None:
-        return "nft (nftables) is not installed"
+    if not libnftables.available():
+        return f"nftables ({libnftables.LIBRARY}) is not installed"
     probe = Ruleset("dockyard_probe", (BridgeNet("dyprobe0", "10.255.255.0/24"),
                                        BridgeNet("dyprobe1", "10.255.254.0/24", icc=False, internal=True)),
                     (Dnat("tcp", "127.0.0.1", 1, "10.255.255.2", 1, "dyprobe0"),
                      Dnat("udp", "0.0.0.0", 1, "10.255.255.2", 1, "dyprobe0")))
     try:
-        _nft(["--check", "-f", "-"], render(probe), "checking nftables support")
+        _nft(render(probe), "checking nftables support", dry_run=True)
     except (SystemFailure, Unsupported) as e:
         return str(e)
     return None
@@ -248,23 +245,14 @@ def _validate(rs: Ruleset) -> None:
                                   f"{d.bridge!r}, which is not in the ruleset")
 
 
-def _nft_path() -> str | None:
-    return next((p for p in NFT_PATHS if os.access(p, os.X_OK)), None)
-
-
-def _nft(args: list[str], script: str | None, doing: str) -> str:
-    nft = _nft_path()
-    if nft is None:
-        raise Unsupported(f"{doing}: nft (nftables) is not installed")
+def _nft(commands: str, doing: str, dry_run: bool = False) -> str:
+    """nft `commands` through libnftables (in-process: no `nft` process per change)."""
     try:
-        r = subprocess.run([nft, *args], input=script, capture_output=True, text=True, timeout=TIMEOUT,
-                           stdin=None if script is not None else subprocess.DEVNULL,
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
-    except subprocess.TimeoutExpired:
-        raise SystemFailure(f"{doing}: nft did not finish within {TIMEOUT}s") from None
-    if r.returncode != 0:
+        return libnftables.run(commands, dry_run=dry_run)
+    except OSError:
+        raise Unsupported(f"{doing}: nftables ({libnftables.LIBRARY}) is not installed") from None
+    except libnftables.NftError as e:
         # nft repeats the offending line with ^^^ markers; the "Error:" lines carry the reason.
-        text = r.stderr.strip() or r.stdout.strip() or f"exit status {r.returncode}"
+        text = str(e)
         errors = [line.strip() for line in text.splitlines() if "Error:" in line]
-        raise SystemFailure(f"{doing}: nft: {'; '.join(errors) or text}")
-    return r.stdout
+        raise SystemFailure(f"{doing}: nft: {'; '.join(errors) or text}") from None
